@@ -1,0 +1,419 @@
+//! The configuration as written in TOML (`Raw*` shapes parsed by serde) and as the rest of
+//! lockstep uses it (validated, typed). Only `validate` turns the one into the other, so a
+//! `Config` in hand is always consistent: every site a flow names exists, every regex compiles,
+//! every duration is sane.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A validated configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub coordinator: CoordinatorConfig,
+    pub sites: Vec<Site>,
+    pub sources: Vec<Source>,
+    pub flows: Vec<Flow>,
+}
+
+impl Config {
+    pub fn site(&self, name: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn flow(&self, name: &str) -> Option<&Flow> {
+        self.flows.iter().find(|f| f.name == name)
+    }
+}
+
+/// `[coordinator]`: where the coordinator listens, where it keeps state, and lease timing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoordinatorConfig {
+    /// Region name, shown in status and metrics.
+    pub region: String,
+    /// Coordinator instance id (default: `<region>-<hostname>`).
+    pub id: Option<String>,
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    /// Where assignment and pauses are persisted.
+    pub state: ObjectStore,
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_ttl: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub heartbeat_interval: Duration,
+    /// Wait after a lease expires before its tasks are handed to another worker.
+    #[serde(with = "humantime_serde_compat")]
+    pub handover_margin: Duration,
+    /// A worker stops producing this long before its lease would expire.
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_safety_margin: Duration,
+    pub max_workers: u32,
+}
+
+/// A site: one Druid cluster in one datacenter, with its local Kafka and object store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Site {
+    pub name: String,
+    pub druid: Druid,
+    pub kafka: Option<KafkaCluster>,
+    pub store: Option<ObjectStore>,
+}
+
+/// How to reach a site's Druid Router.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Druid {
+    pub router_url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// PEM file with extra CA certificates for an HTTPS router.
+    pub ca_file: Option<String>,
+}
+
+/// A Kafka cluster: bootstrap servers plus librdkafka client properties passed through as
+/// they are (`security.protocol`, `sasl.*`, `ssl.*`, ...). Values are secrets: a
+/// `sasl.password` must never be printed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KafkaCluster {
+    pub bootstrap_servers: String,
+    pub properties: BTreeMap<String, Secret>,
+}
+
+/// The object-store services lockstep can read and write (through opendal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreService {
+    S3,
+    Azblob,
+    Gcs,
+    Webhdfs,
+    Fs,
+}
+
+impl StoreService {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreService::S3 => "s3",
+            StoreService::Azblob => "azblob",
+            StoreService::Gcs => "gcs",
+            StoreService::Webhdfs => "webhdfs",
+            StoreService::Fs => "fs",
+        }
+    }
+}
+
+/// One object store location: a service, a bucket or container, and a root prefix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStore {
+    pub service: StoreService,
+    #[serde(default)]
+    pub root: String,
+    #[serde(default)]
+    pub bucket: Option<String>,
+    #[serde(default)]
+    pub container: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    #[serde(default)]
+    pub account_name: Option<String>,
+    #[serde(default)]
+    pub account_key: Option<Secret>,
+    /// GCS service-account JSON (the content, usually `${file:...}`).
+    #[serde(default)]
+    pub credential: Option<Secret>,
+    /// Any further opendal option for the service, passed through.
+    #[serde(default)]
+    pub options: BTreeMap<String, Secret>,
+}
+
+impl ObjectStore {
+    /// A local directory.
+    pub fn fs(root: impl Into<String>) -> Self {
+        ObjectStore {
+            service: StoreService::Fs,
+            root: root.into(),
+            bucket: None,
+            container: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            account_name: None,
+            account_key: None,
+            credential: None,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// An upstream input every site must receive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Kafka(KafkaCluster),
+    Objects(ObjectStore),
+}
+
+impl SourceKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SourceKind::Kafka(_) => "kafka",
+            SourceKind::Objects(_) => "objects",
+        }
+    }
+}
+
+/// One replication rule: a source into a set of sites.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flow {
+    pub name: String,
+    pub source: String,
+    pub sites: Vec<String>,
+    /// The Druid datasource(s) this flow feeds at every site.
+    pub datasources: Vec<String>,
+    pub kind: FlowKind,
+}
+
+impl Flow {
+    /// "kafka" or "objects": the task kind a worker must be capable of.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            FlowKind::Kafka(_) => "kafka",
+            FlowKind::Objects(_) => "objects",
+        }
+    }
+
+    /// Tasks per site: kafka slots or object shards.
+    pub fn tasks_per_site(&self) -> u32 {
+        match &self.kind {
+            FlowKind::Kafka(k) => k.tasks,
+            FlowKind::Objects(o) => o.shards,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowKind {
+    Kafka(KafkaFlow),
+    Objects(ObjectsFlow),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MirrorMode {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPolicy {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OversizePolicy {
+    Fail,
+    Skip,
+    DeadLetter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fencing {
+    /// Leases only (works on every Kafka-protocol broker).
+    Leases,
+    /// Leases plus broker transactions with a stable transactional.id per task.
+    Transactions,
+}
+
+/// Which topics a Kafka flow mirrors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicSelector {
+    List(Vec<String>),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KafkaFlow {
+    pub topics: TopicSelector,
+    pub mode: MirrorMode,
+    pub fencing: Fencing,
+    pub start: StartPolicy,
+    /// Tasks (slots) per site; partitions are spread over them.
+    pub tasks: u32,
+    /// Bytes per second per site, None = unlimited.
+    pub bandwidth_limit: Option<u64>,
+    /// Target topic name, `{topic}` replaced by the source topic.
+    pub target_topic: String,
+    pub on_oversize: OversizePolicy,
+    /// Dead-letter topic for `on_oversize = "dead_letter"`.
+    pub dead_letter_topic: Option<String>,
+    #[serde(with = "humantime_serde_compat")]
+    pub discovery_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyMode {
+    /// Size only.
+    Size,
+    /// Size and the source's etag/content-md5.
+    Etag,
+    /// Re-read the target and compare the checksum recorded at copy time.
+    Checksum,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectsFlow {
+    pub prefix: String,
+    /// Target prefix at each site (default: the same as `prefix`).
+    pub target_prefix: String,
+    pub delete: bool,
+    pub verify: VerifyMode,
+    pub shards: u32,
+    pub concurrency: u32,
+    pub bandwidth_limit: Option<u64>,
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+}
+
+/// Durations are serialized as humantime strings ("10s") so that a task's JSON config reads well.
+pub(crate) mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Raw shapes: exactly what the TOML file may contain. Unknown keys are errors.
+// ----------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub coordinator: RawCoordinator,
+    #[serde(default)]
+    pub sites: Vec<RawSite>,
+    #[serde(default)]
+    pub sources: Vec<RawSource>,
+    #[serde(default)]
+    pub flows: Vec<RawFlow>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCoordinator {
+    pub region: Option<String>,
+    pub id: Option<String>,
+    pub grpc_listen: Option<String>,
+    pub http_listen: Option<String>,
+    pub state: Option<ObjectStore>,
+    pub lease_ttl: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub handover_margin: Option<String>,
+    pub lease_safety_margin: Option<String>,
+    pub max_workers: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSite {
+    pub name: String,
+    pub druid: RawDruid,
+    pub kafka: Option<RawKafka>,
+    pub store: Option<ObjectStore>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDruid {
+    pub router_url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub timeout: Option<String>,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKafka {
+    pub bootstrap_servers: String,
+    #[serde(default)]
+    pub properties: BTreeMap<String, Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSource {
+    pub name: String,
+    pub kind: String,
+    pub kafka: Option<RawKafka>,
+    pub store: Option<ObjectStore>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFlow {
+    pub name: String,
+    pub kind: String,
+    pub source: String,
+    /// Default: every site.
+    pub sites: Option<Vec<String>>,
+    #[serde(default)]
+    pub datasources: Vec<String>,
+    // kafka
+    pub topics: Option<Vec<String>>,
+    pub topic_regex: Option<String>,
+    pub mode: Option<MirrorMode>,
+    pub fencing: Option<Fencing>,
+    pub start: Option<StartPolicy>,
+    pub tasks: Option<u32>,
+    pub target_topic: Option<String>,
+    pub on_oversize: Option<OversizePolicy>,
+    pub dead_letter_topic: Option<String>,
+    pub discovery_interval: Option<String>,
+    // objects
+    pub prefix: Option<String>,
+    pub target_prefix: Option<String>,
+    pub delete: Option<bool>,
+    pub verify: Option<VerifyMode>,
+    pub shards: Option<u32>,
+    pub concurrency: Option<u32>,
+    pub interval: Option<String>,
+    // both
+    pub bandwidth_limit: Option<String>,
+}

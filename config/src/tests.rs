@@ -1,0 +1,283 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse_ok(text: &str) -> Config {
+    match parse(text, "t.toml", None, &no_env) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got: {e}"),
+    }
+}
+
+fn parse_err(text: &str) -> ConfigError {
+    match parse(text, "t.toml", None, &no_env) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
+const MINIMAL: &str = r#"
+[[sites]]
+name = "a"
+druid.router_url = "http://a:8888"
+kafka.bootstrap_servers = "a:9092"
+
+[[sites]]
+name = "b"
+druid.router_url = "http://b:8888"
+kafka.bootstrap_servers = "b:9092"
+
+[[sources]]
+name = "up"
+kind = "kafka"
+kafka.bootstrap_servers = "up:9092"
+
+[[flows]]
+name = "f"
+kind = "kafka"
+source = "up"
+topics = ["t"]
+"#;
+
+#[test]
+fn examples_are_valid() {
+    for name in ["two-sites.toml", "three-sites.toml"] {
+        let path = examples_dir().join(name);
+        if let Err(e) = load(&path) {
+            panic!("{name}: {e}");
+        }
+    }
+}
+
+#[test]
+fn defaults_are_applied() {
+    let c = parse_ok(MINIMAL);
+    assert_eq!(c.coordinator.lease_ttl, std::time::Duration::from_secs(10));
+    assert_eq!(c.coordinator.state.service, StoreService::Fs);
+    let f = &c.flows[0];
+    assert_eq!(
+        f.sites,
+        vec!["a", "b"],
+        "a flow without sites goes to every site"
+    );
+    match &f.kind {
+        FlowKind::Kafka(k) => {
+            assert_eq!(k.mode, MirrorMode::ExactlyOnce);
+            assert_eq!(k.tasks, 1);
+            assert_eq!(k.target_topic, "{topic}");
+        }
+        other => panic!("expected kafka, got {other:?}"),
+    }
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    let text = "[coordinator]\nregion = \"eu\"\nlease_ttl = 10s\n";
+    match parse_err(text) {
+        ConfigError::Syntax { line, column, .. } => {
+            assert_eq!(line, 3);
+            assert_eq!(column, 13);
+        }
+        other => panic!("expected a syntax error, got {other}"),
+    }
+}
+
+#[test]
+fn unknown_key_names_line_and_path() {
+    let text = MINIMAL.replace("topics = [\"t\"]", "topics = [\"t\"]\ntopicz = 1");
+    let e = parse_err(&text);
+    let shown = e.to_string();
+    match e {
+        ConfigError::Syntax { line, path, .. } => {
+            assert_eq!(line, 22, "{shown}");
+            assert!(path.unwrap_or_default().starts_with("flows"), "{shown}");
+        }
+        other => panic!("expected a syntax error, got {other}"),
+    }
+    assert!(shown.contains("topicz"), "{shown}");
+}
+
+#[test]
+fn wrong_enum_value_names_the_field() {
+    let text = MINIMAL.replace(
+        "topics = [\"t\"]",
+        "topics = [\"t\"]\nmode = \"exactly-once\"",
+    );
+    let shown = parse_err(&text).to_string();
+    assert!(shown.contains("flows[0].mode"), "{shown}");
+    assert!(
+        shown.contains("exactly_once"),
+        "lists the valid values: {shown}"
+    );
+}
+
+#[test]
+fn unknown_site_names_the_field_path() {
+    let text = MINIMAL.replace(
+        "topics = [\"t\"]",
+        "topics = [\"t\"]\nsites = [\"a\", \"bb\"]",
+    );
+    let e = parse_err(&text);
+    match &e {
+        ConfigError::Invalid { errors, .. } => {
+            assert_eq!(errors.len(), 1, "{e}");
+            assert_eq!(errors[0].path, "flows[0].sites[1]");
+            assert!(errors[0].message.contains("unknown site \"bb\""));
+            assert!(errors[0].message.contains("known: a, b"));
+        }
+        other => panic!("expected Invalid, got {other}"),
+    }
+}
+
+#[test]
+fn every_semantic_error_is_reported_at_once() {
+    let text = r#"
+[coordinator]
+lease_ttl = "2s"
+heartbeat_interval = "5s"
+
+[[sites]]
+name = "a"
+druid.router_url = "ftp://a"
+
+[[sites]]
+name = "a"
+druid.router_url = "http://a2:8888"
+
+[[sources]]
+name = "up"
+kind = "kafka"
+kafka.bootstrap_servers = "up:9092"
+
+[[flows]]
+name = "f"
+kind = "kafka"
+source = "nope"
+topic_regex = "(unclosed"
+prefix = "x/"
+
+[[flows]]
+name = "g"
+kind = "objects"
+source = "up"
+"#;
+    let e = parse_err(text);
+    let ConfigError::Invalid { errors, .. } = &e else {
+        panic!("expected Invalid, got {e}");
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for expected in [
+        "coordinator.heartbeat_interval",
+        "sites[0].druid.router_url",
+        "sites[1].name",
+        "flows[0].source",
+        "flows[0].topic_regex",
+        "flows[0].prefix",
+        "flows[0].sites[0]",
+        "flows[1].source",
+        "flows[1].prefix",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "missing {expected} in {paths:?}\n{e}"
+        );
+    }
+    assert!(e.to_string().contains("does not compile"));
+}
+
+#[test]
+fn missing_secret_names_the_field_and_never_a_value() {
+    let text = MINIMAL.replace(
+        "druid.router_url = \"http://a:8888\"",
+        "druid.router_url = \"http://a:8888\"\ndruid.username = \"u\"\ndruid.password = \"${DRUID_PW}\"",
+    );
+    let e = parse_err(&text);
+    let shown = e.to_string();
+    assert!(shown.contains("sites[0].druid.password"), "{shown}");
+    assert!(shown.contains("DRUID_PW is not set"), "{shown}");
+
+    let env = |n: &str| (n == "DRUID_PW").then(|| "hunter2".to_string());
+    let c = parse(&text, "t.toml", None, &env).expect("valid with the variable set");
+    let pw = c.sites[0].druid.password.as_ref().expect("password");
+    assert_eq!(pw.expose(), "hunter2");
+    assert!(
+        !format!("{c:?}").contains("hunter2"),
+        "Debug must redact secrets"
+    );
+}
+
+#[test]
+fn kafka_properties_are_secrets() {
+    let text = MINIMAL.replace(
+        "kafka.bootstrap_servers = \"a:9092\"",
+        "kafka.bootstrap_servers = \"a:9092\"\nkafka.properties = { \"sasl.password\" = \"pw-123\" }",
+    );
+    let c = parse_ok(&text);
+    let props = &c.sites[0].kafka.as_ref().expect("kafka").properties;
+    assert_eq!(props["sasl.password"].expose(), "pw-123");
+    assert!(!format!("{c:?}").contains("pw-123"));
+}
+
+#[test]
+fn store_requirements_per_service() {
+    let text = MINIMAL.to_string()
+        + r#"
+[[sources]]
+name = "bucket"
+kind = "objects"
+store.service = "azblob"
+"#;
+    let e = parse_err(&text);
+    let ConfigError::Invalid { errors, .. } = &e else {
+        panic!("expected Invalid, got {e}");
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "sources[1].store.container",
+            "sources[1].store.account_name"
+        ]
+    );
+}
+
+#[test]
+fn objects_flow_needs_sites_with_stores() {
+    let text = MINIMAL.to_string()
+        + r#"
+[[sources]]
+name = "bucket"
+kind = "objects"
+store = { service = "fs", root = "/tmp/in" }
+
+[[flows]]
+name = "files"
+kind = "objects"
+source = "bucket"
+prefix = ""
+"#;
+    let e = parse_err(&text);
+    let shown = e.to_string();
+    assert!(shown.contains("flows[1].sites[0]"), "{shown}");
+    assert!(shown.contains("no [sites.store] table"), "{shown}");
+}
+
+#[test]
+fn task_config_roundtrips_through_json() {
+    let c = parse_ok(MINIMAL);
+    let json = serde_json::to_string(&c.flows[0]).expect("serialize");
+    let back: Flow = from_json(&json).expect("deserialize");
+    assert_eq!(back.name, "f");
+    assert_eq!(back.tasks_per_site(), 1);
+}
+
+#[test]
+fn unicode_before_an_error_counts_columns_in_characters() {
+    let text = "[coordinator]\nregion = \"é\" x\n";
+    match parse_err(text) {
+        ConfigError::Syntax { line, column, .. } => assert_eq!((line, column), (2, 14)),
+        other => panic!("expected a syntax error, got {other}"),
+    }
+}

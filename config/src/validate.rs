@@ -1,0 +1,596 @@
+//! Semantic validation: turns the raw TOML shapes into a typed [`Config`], collecting every
+//! problem with its field path. Defaults are applied here, in one place.
+
+use crate::model::*;
+use crate::FieldError;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Collects errors while converting; a failed field yields a placeholder so that validation
+/// goes on and reports everything.
+struct Checker {
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError::new(path, message));
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if d.is_zero() => {
+                    self.err(path, "must be greater than zero");
+                    default
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    self.err(
+                        path,
+                        format!("invalid duration \"{text}\": {e} (examples: \"500ms\", \"10s\", \"5m\")"),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let text = value.unwrap_or(default);
+        match text.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                self.err(
+                    path,
+                    format!("\"{text}\" is not a socket address (expected IP:PORT, e.g. \"0.0.0.0:7400\")"),
+                );
+                // The default is a constant that parses.
+                default
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+            }
+        }
+    }
+
+    fn name(&mut self, path: &str, name: &str) {
+        if name.is_empty() {
+            self.err(path, "must not be empty");
+        } else if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.err(
+                path,
+                format!("\"{name}\" may contain only letters, digits, '-', '_' and '.'"),
+            );
+        }
+    }
+
+    fn bandwidth(&mut self, path: &str, value: Option<&str>) -> Option<u64> {
+        let text = value?;
+        let trimmed = text.trim().trim_end_matches("/s");
+        match trimmed.parse::<bytesize::ByteSize>() {
+            Ok(b) if b.as_u64() > 0 => Some(b.as_u64()),
+            Ok(_) => {
+                self.err(path, "must be greater than zero (omit it for no limit)");
+                None
+            }
+            Err(e) => {
+                self.err(
+                    path,
+                    format!(
+                        "invalid byte rate \"{text}\": {e} (examples: \"50MiB\", \"200 MB/s\")"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn store(&mut self, path: &str, store: &ObjectStore) {
+        let need = |c: &mut Checker, field: &str, v: &Option<String>| {
+            if v.as_deref().is_none_or(str::is_empty) {
+                c.err(
+                    format!("{path}.{field}"),
+                    format!("required for service \"{}\"", store.service.as_str()),
+                );
+            }
+        };
+        match store.service {
+            StoreService::S3 | StoreService::Gcs => need(self, "bucket", &store.bucket),
+            StoreService::Azblob => {
+                need(self, "container", &store.container);
+                need(self, "account_name", &store.account_name);
+            }
+            StoreService::Webhdfs => need(self, "endpoint", &store.endpoint),
+            StoreService::Fs => {
+                if store.root.is_empty() {
+                    self.err(format!("{path}.root"), "required for service \"fs\"");
+                }
+            }
+        }
+        if let Some(endpoint) = &store.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                self.err(
+                    format!("{path}.endpoint"),
+                    format!("\"{endpoint}\" must start with http:// or https://"),
+                );
+            }
+        }
+    }
+
+    fn kafka(&mut self, path: &str, raw: RawKafka) -> KafkaCluster {
+        if raw.bootstrap_servers.trim().is_empty() {
+            self.err(format!("{path}.bootstrap_servers"), "must not be empty");
+        }
+        for key in raw.properties.keys() {
+            if key == "bootstrap.servers" {
+                self.err(
+                    format!("{path}.properties.\"{key}\""),
+                    "set bootstrap_servers instead",
+                );
+            }
+        }
+        KafkaCluster {
+            bootstrap_servers: raw.bootstrap_servers,
+            properties: raw.properties,
+        }
+    }
+}
+
+/// Flags fields that belong to the other flow kind.
+fn forbid<T>(c: &mut Checker, path: &str, field: &str, value: &Option<T>, kind: &str) {
+    if value.is_some() {
+        c.err(
+            format!("{path}.{field}"),
+            format!("not allowed in a flow of kind \"{kind}\""),
+        );
+    }
+}
+
+fn duplicates<'a>(c: &mut Checker, what: &str, names: impl Iterator<Item = &'a str>) {
+    let mut seen = HashSet::new();
+    for (i, name) in names.enumerate() {
+        if !seen.insert(name) {
+            c.err(
+                format!("{what}[{i}].name"),
+                format!("duplicate name \"{name}\""),
+            );
+        }
+    }
+}
+
+pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
+    let mut c = Checker { errors: Vec::new() };
+
+    // [coordinator]
+    let rc = raw.coordinator;
+    let lease_ttl = c.duration(
+        "coordinator.lease_ttl",
+        rc.lease_ttl.as_deref(),
+        Duration::from_secs(10),
+    );
+    let heartbeat_interval = c.duration(
+        "coordinator.heartbeat_interval",
+        rc.heartbeat_interval.as_deref(),
+        Duration::from_secs(2),
+    );
+    let handover_margin = c.duration(
+        "coordinator.handover_margin",
+        rc.handover_margin.as_deref(),
+        Duration::from_secs(1),
+    );
+    let lease_safety_margin = c.duration(
+        "coordinator.lease_safety_margin",
+        rc.lease_safety_margin.as_deref(),
+        lease_ttl / 5,
+    );
+    if heartbeat_interval * 2 > lease_ttl {
+        c.err(
+            "coordinator.heartbeat_interval",
+            format!(
+                "{} is more than half of lease_ttl ({}): one lost heartbeat would expire the lease",
+                humantime::format_duration(heartbeat_interval),
+                humantime::format_duration(lease_ttl)
+            ),
+        );
+    }
+    if lease_safety_margin + heartbeat_interval >= lease_ttl {
+        c.err(
+            "coordinator.lease_safety_margin",
+            "lease_safety_margin + heartbeat_interval must be less than lease_ttl",
+        );
+    }
+    let region = rc.region.unwrap_or_else(|| "default".to_string());
+    c.name("coordinator.region", &region);
+    let state = rc
+        .state
+        .unwrap_or_else(|| ObjectStore::fs("lockstep-state"));
+    c.store("coordinator.state", &state);
+    let max_workers = rc.max_workers.unwrap_or(1000);
+    if max_workers == 0 {
+        c.err("coordinator.max_workers", "must be at least 1");
+    }
+    let coordinator = CoordinatorConfig {
+        region,
+        id: rc.id,
+        grpc_listen: c.addr(
+            "coordinator.grpc_listen",
+            rc.grpc_listen.as_deref(),
+            "0.0.0.0:7400",
+        ),
+        http_listen: c.addr(
+            "coordinator.http_listen",
+            rc.http_listen.as_deref(),
+            "0.0.0.0:7401",
+        ),
+        state,
+        lease_ttl,
+        heartbeat_interval,
+        handover_margin,
+        lease_safety_margin,
+        max_workers,
+    };
+
+    // [[sites]]
+    duplicates(&mut c, "sites", raw.sites.iter().map(|s| s.name.as_str()));
+    let mut sites = Vec::new();
+    for (i, s) in raw.sites.into_iter().enumerate() {
+        let p = format!("sites[{i}]");
+        c.name(&format!("{p}.name"), &s.name);
+        let url = &s.druid.router_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+            c.err(
+                format!("{p}.druid.router_url"),
+                format!("\"{url}\" must be an http:// or https:// URL"),
+            );
+        }
+        if s.druid.password.is_some() && s.druid.username.is_none() {
+            c.err(
+                format!("{p}.druid.username"),
+                "required when druid.password is set",
+            );
+        }
+        let timeout = c.duration(
+            &format!("{p}.druid.timeout"),
+            s.druid.timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let kafka = s.kafka.map(|k| c.kafka(&format!("{p}.kafka"), k));
+        if let Some(store) = &s.store {
+            c.store(&format!("{p}.store"), store);
+        }
+        sites.push(Site {
+            name: s.name,
+            druid: Druid {
+                router_url: s.druid.router_url.trim_end_matches('/').to_string(),
+                username: s.druid.username,
+                password: s.druid.password,
+                timeout,
+                ca_file: s.druid.ca_file,
+            },
+            kafka,
+            store: s.store,
+        });
+    }
+
+    // [[sources]]
+    duplicates(
+        &mut c,
+        "sources",
+        raw.sources.iter().map(|s| s.name.as_str()),
+    );
+    let mut sources = Vec::new();
+    for (i, s) in raw.sources.into_iter().enumerate() {
+        let p = format!("sources[{i}]");
+        c.name(&format!("{p}.name"), &s.name);
+        let kind = match s.kind.as_str() {
+            "kafka" => {
+                forbid(&mut c, &p, "store", &s.store, "kafka");
+                match s.kafka {
+                    Some(k) => Some(SourceKind::Kafka(c.kafka(&format!("{p}.kafka"), k))),
+                    None => {
+                        c.err(
+                            format!("{p}.kafka"),
+                            "a source of kind \"kafka\" needs a [sources.kafka] table",
+                        );
+                        None
+                    }
+                }
+            }
+            "objects" => {
+                forbid(&mut c, &p, "kafka", &s.kafka, "objects");
+                match s.store {
+                    Some(store) => {
+                        c.store(&format!("{p}.store"), &store);
+                        Some(SourceKind::Objects(store))
+                    }
+                    None => {
+                        c.err(
+                            format!("{p}.store"),
+                            "a source of kind \"objects\" needs a [sources.store] table",
+                        );
+                        None
+                    }
+                }
+            }
+            other => {
+                c.err(
+                    format!("{p}.kind"),
+                    format!("unknown kind \"{other}\" (expected \"kafka\" or \"objects\")"),
+                );
+                None
+            }
+        };
+        if let Some(kind) = kind {
+            sources.push(Source { name: s.name, kind });
+        }
+    }
+
+    // [[flows]]
+    duplicates(&mut c, "flows", raw.flows.iter().map(|f| f.name.as_str()));
+    let site_names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+    let mut flows = Vec::new();
+    for (i, f) in raw.flows.into_iter().enumerate() {
+        let p = format!("flows[{i}]");
+        c.name(&format!("{p}.name"), &f.name);
+        let source = sources.iter().find(|s| s.name == f.source);
+        match source {
+            None => {
+                let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+                c.err(
+                    format!("{p}.source"),
+                    format!("unknown source \"{}\" (known: {})", f.source, list(&known)),
+                );
+            }
+            Some(src) if src.kind.as_str() != f.kind => c.err(
+                format!("{p}.source"),
+                format!(
+                    "source \"{}\" is of kind \"{}\" but the flow is of kind \"{}\"",
+                    src.name,
+                    src.kind.as_str(),
+                    f.kind
+                ),
+            ),
+            Some(_) => {}
+        }
+        let flow_sites = f
+            .sites
+            .clone()
+            .unwrap_or_else(|| site_names.iter().map(|s| s.to_string()).collect());
+        if flow_sites.is_empty() {
+            c.err(format!("{p}.sites"), "a flow needs at least one site");
+        }
+        let mut seen = HashSet::new();
+        for (j, site) in flow_sites.iter().enumerate() {
+            if !seen.insert(site.as_str()) {
+                c.err(
+                    format!("{p}.sites[{j}]"),
+                    format!("site \"{site}\" is listed twice"),
+                );
+            }
+            match sites.iter().find(|s| &s.name == site) {
+                None => c.err(
+                    format!("{p}.sites[{j}]"),
+                    format!("unknown site \"{site}\" (known: {})", list(&site_names)),
+                ),
+                Some(s) if f.kind == "kafka" && s.kafka.is_none() => c.err(
+                    format!("{p}.sites[{j}]"),
+                    format!("site \"{site}\" has no [sites.kafka] table, needed by a kafka flow"),
+                ),
+                Some(s) if f.kind == "objects" && s.store.is_none() => c.err(
+                    format!("{p}.sites[{j}]"),
+                    format!(
+                        "site \"{site}\" has no [sites.store] table, needed by an objects flow"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        for (j, ds) in f.datasources.iter().enumerate() {
+            if ds.trim().is_empty() {
+                c.err(format!("{p}.datasources[{j}]"), "must not be empty");
+            }
+        }
+        let bandwidth_limit = c.bandwidth(
+            &format!("{p}.bandwidth_limit"),
+            f.bandwidth_limit.as_deref(),
+        );
+        let kind = match f.kind.as_str() {
+            "kafka" => kafka_flow(&mut c, &p, &f, bandwidth_limit),
+            "objects" => objects_flow(&mut c, &p, &f, bandwidth_limit),
+            other => {
+                c.err(
+                    format!("{p}.kind"),
+                    format!("unknown kind \"{other}\" (expected \"kafka\" or \"objects\")"),
+                );
+                None
+            }
+        };
+        if let Some(kind) = kind {
+            flows.push(Flow {
+                name: f.name,
+                source: f.source,
+                sites: flow_sites,
+                datasources: f.datasources,
+                kind,
+            });
+        }
+    }
+
+    if c.errors.is_empty() {
+        Ok(Config {
+            coordinator,
+            sites,
+            sources,
+            flows,
+        })
+    } else {
+        Err(c.errors)
+    }
+}
+
+fn kafka_flow(
+    c: &mut Checker,
+    p: &str,
+    f: &RawFlow,
+    bandwidth_limit: Option<u64>,
+) -> Option<FlowKind> {
+    forbid(c, p, "prefix", &f.prefix, "kafka");
+    forbid(c, p, "target_prefix", &f.target_prefix, "kafka");
+    forbid(c, p, "delete", &f.delete, "kafka");
+    forbid(c, p, "verify", &f.verify, "kafka");
+    forbid(c, p, "shards", &f.shards, "kafka");
+    forbid(c, p, "concurrency", &f.concurrency, "kafka");
+    forbid(c, p, "interval", &f.interval, "kafka");
+    let topics = match (&f.topics, &f.topic_regex) {
+        (Some(_), Some(_)) => {
+            c.err(
+                format!("{p}.topic_regex"),
+                "set either topics or topic_regex, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            c.err(
+                format!("{p}.topics"),
+                "a kafka flow needs topics = [...] or topic_regex = \"...\"",
+            );
+            return None;
+        }
+        (Some(list), None) => {
+            if list.is_empty() {
+                c.err(format!("{p}.topics"), "must list at least one topic");
+            }
+            for (j, t) in list.iter().enumerate() {
+                if !valid_topic(t) {
+                    c.err(
+                        format!("{p}.topics[{j}]"),
+                        format!(
+                            "\"{t}\" is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"
+                        ),
+                    );
+                }
+            }
+            TopicSelector::List(list.clone())
+        }
+        (None, Some(re)) => {
+            if let Err(e) = regex::Regex::new(re) {
+                c.err(format!("{p}.topic_regex"), format!("does not compile: {e}"));
+            }
+            TopicSelector::Regex(re.clone())
+        }
+    };
+    let tasks = f.tasks.unwrap_or(1);
+    if !(1..=4096).contains(&tasks) {
+        c.err(
+            format!("{p}.tasks"),
+            format!("{tasks} is out of range 1..=4096"),
+        );
+    }
+    let target_topic = f
+        .target_topic
+        .clone()
+        .unwrap_or_else(|| "{topic}".to_string());
+    let many = !matches!(&topics, TopicSelector::List(l) if l.len() == 1);
+    if many && !target_topic.contains("{topic}") {
+        c.err(
+            format!("{p}.target_topic"),
+            "must contain {topic} when the flow mirrors more than one topic (names would collide)",
+        );
+    }
+    let on_oversize = f.on_oversize.unwrap_or(OversizePolicy::Fail);
+    let dead_letter_topic = match (on_oversize, &f.dead_letter_topic) {
+        (OversizePolicy::DeadLetter, None) => Some(format!("__lockstep_dlq.{}", f.name)),
+        (_, t) => t.clone(),
+    };
+    Some(FlowKind::Kafka(KafkaFlow {
+        topics,
+        mode: f.mode.unwrap_or(MirrorMode::ExactlyOnce),
+        fencing: f.fencing.unwrap_or(Fencing::Leases),
+        start: f.start.unwrap_or(StartPolicy::Earliest),
+        tasks,
+        bandwidth_limit,
+        target_topic,
+        on_oversize,
+        dead_letter_topic,
+        discovery_interval: c.duration(
+            &format!("{p}.discovery_interval"),
+            f.discovery_interval.as_deref(),
+            Duration::from_secs(30),
+        ),
+    }))
+}
+
+fn objects_flow(
+    c: &mut Checker,
+    p: &str,
+    f: &RawFlow,
+    bandwidth_limit: Option<u64>,
+) -> Option<FlowKind> {
+    forbid(c, p, "topics", &f.topics, "objects");
+    forbid(c, p, "topic_regex", &f.topic_regex, "objects");
+    forbid(c, p, "mode", &f.mode, "objects");
+    forbid(c, p, "fencing", &f.fencing, "objects");
+    forbid(c, p, "start", &f.start, "objects");
+    forbid(c, p, "tasks", &f.tasks, "objects");
+    forbid(c, p, "target_topic", &f.target_topic, "objects");
+    forbid(c, p, "on_oversize", &f.on_oversize, "objects");
+    forbid(c, p, "dead_letter_topic", &f.dead_letter_topic, "objects");
+    forbid(c, p, "discovery_interval", &f.discovery_interval, "objects");
+    let Some(prefix) = f.prefix.clone() else {
+        c.err(
+            format!("{p}.prefix"),
+            "an objects flow needs prefix = \"...\" (\"\" for the whole bucket)",
+        );
+        return None;
+    };
+    let shards = f.shards.unwrap_or(1);
+    if !(1..=4096).contains(&shards) {
+        c.err(
+            format!("{p}.shards"),
+            format!("{shards} is out of range 1..=4096"),
+        );
+    }
+    let concurrency = f.concurrency.unwrap_or(16);
+    if !(1..=1024).contains(&concurrency) {
+        c.err(
+            format!("{p}.concurrency"),
+            format!("{concurrency} is out of range 1..=1024"),
+        );
+    }
+    Some(FlowKind::Objects(ObjectsFlow {
+        target_prefix: f.target_prefix.clone().unwrap_or_else(|| prefix.clone()),
+        prefix,
+        delete: f.delete.unwrap_or(false),
+        verify: f.verify.unwrap_or(VerifyMode::Etag),
+        shards,
+        concurrency,
+        bandwidth_limit,
+        interval: c.duration(
+            &format!("{p}.interval"),
+            f.interval.as_deref(),
+            Duration::from_secs(60),
+        ),
+    }))
+}
+
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
