@@ -1,0 +1,224 @@
+//! gRPC services (tonic): WorkerService for workers, AdminService for operators and the CLI.
+//! Thin: each call validates its input, runs one [`Shared::call`], and maps errors to gRPC
+//! status codes. No state lives here.
+
+use crate::control::ControlError;
+use crate::server::{heartbeat_response, CallError, Shared};
+use lockstep_proto as pb;
+use pb::admin_service_server::{AdminService, AdminServiceServer};
+use pb::worker_service_server::{WorkerService, WorkerServiceServer};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// Largest request the coordinator accepts (a heartbeat of a worker with many partitions).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let workers = WorkerServiceServer::new(Workers(shared.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServiceServer::new(Admin(shared)).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .add_service(workers)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn to_status(e: CallError) -> Status {
+    match e {
+        CallError::State(e) => {
+            Status::unavailable(format!("coordinator could not persist state: {e}"))
+        }
+        CallError::Control(e) => {
+            let msg = e.to_string();
+            match e {
+                ControlError::UnknownWorker(_) | ControlError::UnknownFlow(_) => {
+                    Status::not_found(msg)
+                }
+                ControlError::StaleGeneration { .. } | ControlError::FutureGeneration { .. } => {
+                    Status::failed_precondition(msg)
+                }
+                ControlError::EmptyWorkerId => Status::invalid_argument(msg),
+                ControlError::TooManyWorkers { .. } => Status::resource_exhausted(msg),
+            }
+        }
+    }
+}
+
+/// Counts the call by method and code, and converts the error.
+fn finish<T>(
+    shared: &Shared,
+    method: &str,
+    r: Result<T, CallError>,
+) -> Result<Response<T>, Status> {
+    let r = r.map(Response::new).map_err(to_status);
+    let code = match &r {
+        Ok(_) => "OK".to_string(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    shared
+        .metrics
+        .grpc_requests
+        .with_label_values(&[method, &code])
+        .inc();
+    r
+}
+
+struct Workers(Arc<Shared>);
+
+#[tonic::async_trait]
+impl WorkerService for Workers {
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let r = req.into_inner();
+        let s = &self.0;
+        let result = s
+            .call(|c, now| {
+                let timing = c.timing();
+                let view = c.join(&r.worker_id, r.capabilities, r.capacity, r.hostname, now)?;
+                tracing::info!(worker = %r.worker_id, generation = view.generation, tasks = view.assigned.len(), "worker joined");
+                Ok(pb::JoinResponse {
+                    generation: view.generation,
+                    lease_ttl_ms: timing.lease_ttl.as_millis() as u64,
+                    heartbeat_interval_ms: timing.heartbeat_interval.as_millis() as u64,
+                    lease_safety_margin_ms: timing.lease_safety_margin.as_millis() as u64,
+                    assigned: view.assigned,
+                    coordinator_id: s.coordinator_id.clone(),
+                })
+            })
+            .await;
+        finish(s, "Join", result)
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let result = self
+            .0
+            .call(|c, now| {
+                c.heartbeat(&r.worker_id, r.generation, r.tasks, now)
+                    .map(heartbeat_response)
+            })
+            .await;
+        if let Err(e) = &result {
+            tracing::debug!(worker = %r.worker_id, error = %e, "heartbeat refused");
+        }
+        finish(&self.0, "Heartbeat", result)
+    }
+
+    async fn release(
+        &self,
+        req: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let r = req.into_inner();
+        let result = self
+            .0
+            .call(|c, now| {
+                let generation = c.release(&r.worker_id, r.generation, &r.task_ids, now)?;
+                tracing::info!(worker = %r.worker_id, tasks = ?r.task_ids, "tasks released");
+                Ok(pb::ReleaseResponse { generation })
+            })
+            .await;
+        finish(&self.0, "Release", result)
+    }
+
+    async fn leave(
+        &self,
+        req: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
+        let r = req.into_inner();
+        let result = self
+            .0
+            .call(|c, now| {
+                c.leave(&r.worker_id, r.generation, now)?;
+                tracing::info!(worker = %r.worker_id, "worker left");
+                Ok(pb::LeaveResponse {})
+            })
+            .await;
+        finish(&self.0, "Leave", result)
+    }
+}
+
+struct Admin(Arc<Shared>);
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let status = self.0.view_status().await;
+        finish(&self.0, "Status", Ok(status))
+    }
+
+    async fn pause_flow(
+        &self,
+        req: Request<pb::FlowRequest>,
+    ) -> Result<Response<pb::FlowResponse>, Status> {
+        let flow = req.into_inner().flow;
+        let result = self
+            .0
+            .call(|c, _| {
+                c.pause_flow(&flow, true)
+                    .map(|generation| pb::FlowResponse { generation })
+            })
+            .await;
+        tracing::info!(flow = %flow, ok = result.is_ok(), "pause flow");
+        finish(&self.0, "PauseFlow", result)
+    }
+
+    async fn resume_flow(
+        &self,
+        req: Request<pb::FlowRequest>,
+    ) -> Result<Response<pb::FlowResponse>, Status> {
+        let flow = req.into_inner().flow;
+        let result = self
+            .0
+            .call(|c, _| {
+                c.pause_flow(&flow, false)
+                    .map(|generation| pb::FlowResponse { generation })
+            })
+            .await;
+        tracing::info!(flow = %flow, ok = result.is_ok(), "resume flow");
+        finish(&self.0, "ResumeFlow", result)
+    }
+
+    async fn drain_worker(
+        &self,
+        req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let worker = req.into_inner().worker_id;
+        let result = self
+            .0
+            .call(|c, _| {
+                c.drain(&worker)
+                    .map(|(generation, tasks_moving)| pb::DrainResponse {
+                        generation,
+                        tasks_moving,
+                    })
+            })
+            .await;
+        tracing::info!(worker = %worker, ok = result.is_ok(), "drain worker");
+        finish(&self.0, "DrainWorker", result)
+    }
+}
+
+impl From<ControlError> for Status {
+    fn from(e: ControlError) -> Self {
+        to_status(CallError::Control(e))
+    }
+}

@@ -1,0 +1,145 @@
+//! The coordinator's HTTP side (axum): `/healthz` (the process runs), `/readyz` (state is
+//! loaded and gRPC is serving), `/metrics` (Prometheus text) and `/api/v1/status` (JSON).
+
+use crate::server::Shared;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use lockstep_proto as pb;
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .with_state(shared)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `/api/v1/status`: the same content as AdminService.Status, as JSON.
+#[derive(Serialize)]
+pub struct StatusView {
+    pub coordinator_id: String,
+    pub region: String,
+    pub generation: u64,
+    pub workers: Vec<WorkerView>,
+    pub tasks: Vec<TaskView>,
+    pub paused_flows: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct WorkerView {
+    pub worker_id: String,
+    pub hostname: String,
+    pub capabilities: Vec<String>,
+    pub capacity: u32,
+    pub session_generation: u64,
+    pub lease_remaining_ms: u64,
+    pub draining: bool,
+    pub tasks: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct TaskView {
+    pub task_id: String,
+    pub kind: String,
+    pub flow: String,
+    pub site: String,
+    pub worker_id: Option<String>,
+    pub phase: String,
+    pub state: Option<String>,
+    pub message: Option<String>,
+    pub records: u64,
+    pub bytes: u64,
+    pub restarts: u32,
+}
+
+impl From<pb::StatusResponse> for StatusView {
+    fn from(s: pb::StatusResponse) -> Self {
+        StatusView {
+            coordinator_id: s.coordinator_id,
+            region: s.region,
+            generation: s.generation,
+            workers: s
+                .workers
+                .into_iter()
+                .map(|w| WorkerView {
+                    worker_id: w.worker_id,
+                    hostname: w.hostname,
+                    capabilities: w.capabilities,
+                    capacity: w.capacity,
+                    session_generation: w.session_generation,
+                    lease_remaining_ms: w.lease_remaining_ms,
+                    draining: w.draining,
+                    tasks: w.tasks,
+                })
+                .collect(),
+            tasks: s
+                .tasks
+                .into_iter()
+                .map(|t| {
+                    let p = t.progress.as_ref();
+                    TaskView {
+                        state: p.map(|p| {
+                            pb::TaskState::try_from(p.state)
+                                .map(|s| {
+                                    s.as_str_name()
+                                        .trim_start_matches("TASK_STATE_")
+                                        .to_lowercase()
+                                })
+                                .unwrap_or_else(|_| format!("unknown({})", p.state))
+                        }),
+                        message: p.map(|p| p.message.clone()).filter(|m| !m.is_empty()),
+                        records: p.map(|p| p.records).unwrap_or(0),
+                        bytes: p.map(|p| p.bytes).unwrap_or(0),
+                        restarts: p.map(|p| p.restarts).unwrap_or(0),
+                        worker_id: Some(t.worker_id).filter(|w| !w.is_empty()),
+                        task_id: t.task_id,
+                        kind: t.kind,
+                        flow: t.flow,
+                        site: t.site,
+                        phase: t.phase,
+                    }
+                })
+                .collect(),
+            paused_flows: s.paused_flows,
+        }
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusView> {
+    Json(shared.view_status().await.into())
+}

@@ -1,0 +1,17 @@
+//! lockstep coordinator: one active per region. Owns desired state (flows × sites -> tasks),
+//! worker membership and leases, sticky assignment with two-phase hand-over, the durable
+//! state store, and the gRPC and HTTP APIs.
+//!
+//! It never touches Kafka or object-store data itself: workers do. Drift tracking (reading
+//! every site's Druid) joins it in `drift/`.
+
+pub mod assign;
+pub mod control;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod tasks;
+
+pub use server::{start, Bound, CoordinatorError};

@@ -1,0 +1,134 @@
+//! Every metric the coordinator exports, defined once. Call sites use these handles and never
+//! register their own. Names follow `lockstep_<subsystem>_<name>_<unit>`, counters end in
+//! `_total`; the README's catalog lists them and a test checks that each one is exported.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub workers: IntGauge,
+    pub tasks: IntGaugeVec,
+    pub generation: IntGauge,
+    pub joins: IntCounter,
+    pub leaves: IntCounter,
+    pub lease_expirations: IntCounter,
+    pub heartbeats: IntCounterVec,
+    pub rebalances: IntCounter,
+    pub tasks_moved: IntCounter,
+    pub assignment_seconds: Histogram,
+    pub state_writes: IntCounterVec,
+    pub state_write_seconds: Histogram,
+    pub grpc_requests: IntCounterVec,
+}
+
+/// Names as exported, for the catalog test.
+pub const NAMES: &[&str] = &[
+    "lockstep_coordinator_workers",
+    "lockstep_coordinator_tasks",
+    "lockstep_coordinator_generation",
+    "lockstep_coordinator_joins_total",
+    "lockstep_coordinator_leaves_total",
+    "lockstep_coordinator_lease_expirations_total",
+    "lockstep_coordinator_heartbeats_total",
+    "lockstep_coordinator_rebalances_total",
+    "lockstep_coordinator_tasks_moved_total",
+    "lockstep_coordinator_assignment_duration_seconds",
+    "lockstep_coordinator_state_writes_total",
+    "lockstep_coordinator_state_write_duration_seconds",
+    "lockstep_coordinator_grpc_requests_total",
+];
+
+impl Metrics {
+    /// Metrics registered in a fresh registry (one per coordinator, so tests can run several).
+    pub fn new() -> Self {
+        let m = Self::new_unregistered();
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.workers.clone()),
+            Box::new(m.tasks.clone()),
+            Box::new(m.generation.clone()),
+            Box::new(m.joins.clone()),
+            Box::new(m.leaves.clone()),
+            Box::new(m.lease_expirations.clone()),
+            Box::new(m.heartbeats.clone()),
+            Box::new(m.rebalances.clone()),
+            Box::new(m.tasks_moved.clone()),
+            Box::new(m.assignment_seconds.clone()),
+            Box::new(m.state_writes.clone()),
+            Box::new(m.state_write_seconds.clone()),
+            Box::new(m.grpc_requests.clone()),
+        ];
+        for c in collectors {
+            // Names are constants and distinct, so registration cannot collide.
+            if let Err(e) = m.registry.register(c) {
+                tracing::error!(error = %e, "metric registration failed");
+            }
+        }
+        m
+    }
+
+    /// The same handles with an empty registry, for unit tests of the state machine.
+    pub fn new_unregistered() -> Self {
+        // The options below are constants; `expect` documents that they are valid.
+        let gauge = |n: &str, h: &str| IntGauge::new(n, h).expect("valid metric");
+        let counter = |n: &str, h: &str| IntCounter::new(n, h).expect("valid metric");
+        let counter_vec = |n: &str, h: &str, l: &[&str]| {
+            IntCounterVec::new(Opts::new(n, h), l).expect("valid metric")
+        };
+        let hist = |n: &str, h: &str, b: Vec<f64>| {
+            Histogram::with_opts(HistogramOpts::new(n, h).buckets(b)).expect("valid metric")
+        };
+        let fast = prometheus::exponential_buckets(0.0001, 4.0, 10).expect("valid buckets");
+        Metrics {
+            registry: Registry::new(),
+            workers: gauge(NAMES[0], "Workers holding a live lease."),
+            tasks: IntGaugeVec::new(
+                Opts::new(
+                    NAMES[1],
+                    "Tasks by phase: assigned, revoking, unassigned, paused.",
+                ),
+                &["phase"],
+            )
+            .expect("valid metric"),
+            generation: gauge(NAMES[2], "Current assignment generation."),
+            joins: counter(NAMES[3], "Worker joins (including re-joins)."),
+            leaves: counter(NAMES[4], "Clean worker leaves."),
+            lease_expirations: counter(NAMES[5], "Worker leases that expired."),
+            heartbeats: counter_vec(
+                NAMES[6],
+                "Heartbeats by result: ok or refused.",
+                &["result"],
+            ),
+            rebalances: counter(NAMES[7], "Assignment computations."),
+            tasks_moved: counter(NAMES[8], "Tasks whose desired worker changed."),
+            assignment_seconds: hist(NAMES[9], "Time to compute one assignment.", fast.clone()),
+            state_writes: counter_vec(
+                NAMES[10],
+                "State store writes by result: ok or error.",
+                &["result"],
+            ),
+            state_write_seconds: hist(NAMES[11], "Time to persist coordinator state.", fast),
+            grpc_requests: counter_vec(
+                NAMES[12],
+                "gRPC requests by method and status code.",
+                &["method", "code"],
+            ),
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# encode error: {e}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

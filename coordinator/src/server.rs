@@ -1,0 +1,251 @@
+//! The running coordinator: loads state, serves gRPC (WorkerService, AdminService) and HTTP,
+//! and ticks the lease clock, until the shutdown token fires.
+//!
+//! All control-plane state sits behind one async mutex ([`Shared::control`]). A call mutates
+//! it, persists it if it changed, and only then answers, so no worker ever acts on an
+//! assignment that a coordinator restart could forget.
+
+use crate::control::{Control, ControlError, Timing, WorkerView};
+use crate::metrics::Metrics;
+use crate::state::{StateError, StateStore};
+use crate::{grpc, http, tasks};
+use lockstep_config::Config;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} server failed: {message}")]
+    Serve { what: &'static str, message: String },
+}
+
+/// State shared by the gRPC services, the HTTP handlers and the tick loop.
+pub struct Shared {
+    pub control: Mutex<Control>,
+    pub store: StateStore,
+    pub metrics: Metrics,
+    pub ready: AtomicBool,
+    pub coordinator_id: String,
+    pub region: String,
+}
+
+impl Shared {
+    /// Persists the state if it changed. On failure the state stays dirty (retried by the next
+    /// call or tick) and the caller must not answer with the new assignment.
+    pub async fn commit(&self, control: &mut Control) -> Result<(), StateError> {
+        let Some(snapshot) = control.take_dirty_snapshot() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let result = self.store.save(&snapshot).await;
+        self.metrics
+            .state_write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.state_writes.with_label_values(&[label]).inc();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "persisting coordinator state failed; will retry");
+            control.mark_dirty();
+        }
+        result
+    }
+
+    /// Runs one control-plane call: mutate, persist, answer.
+    pub async fn call<T>(
+        &self,
+        f: impl FnOnce(&mut Control, Instant) -> Result<T, ControlError>,
+    ) -> Result<T, CallError> {
+        let mut control = self.control.lock().await;
+        let result = f(&mut control, Instant::now());
+        // Persist even when the call was refused: nothing changes then, so this is a no-op,
+        // unless an earlier write failed and is pending.
+        self.commit(&mut control).await?;
+        Ok(result?)
+    }
+
+    pub async fn view_status(&self) -> lockstep_proto::StatusResponse {
+        let control = self.control.lock().await;
+        let mut status = control.status(Instant::now());
+        status.coordinator_id = self.coordinator_id.clone();
+        status.region = self.region.clone();
+        status
+    }
+}
+
+/// A control-plane call's failure: refused by the rules, or not persisted.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Where a started coordinator listens (the ports may have been 0 in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Starts the coordinator and returns once it is listening; the returned future finishes
+/// when `shutdown` fires and everything has stopped.
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<
+    (
+        Bound,
+        impl std::future::Future<Output = Result<(), CoordinatorError>>,
+    ),
+    CoordinatorError,
+> {
+    let c = &config.coordinator;
+    let store = StateStore::new(&c.state)?;
+    let restored = store.load().await?;
+    let metrics = Metrics::new();
+    let timing = Timing {
+        lease_ttl: c.lease_ttl,
+        heartbeat_interval: c.heartbeat_interval,
+        handover_margin: c.handover_margin,
+        lease_safety_margin: c.lease_safety_margin,
+    };
+    match &restored {
+        Some(s) => tracing::info!(
+            generation = s.generation,
+            workers = s.workers.len(),
+            tasks = s.actual.len(),
+            "restored coordinator state"
+        ),
+        None => tracing::info!("no stored state: first start"),
+    }
+    let derived = tasks::derive(&config);
+    tracing::info!(
+        tasks = derived.len(),
+        flows = config.flows.len(),
+        "derived tasks"
+    );
+    let control = Control::new(
+        derived,
+        timing,
+        c.max_workers,
+        restored,
+        Instant::now(),
+        metrics.clone(),
+    );
+    let hostname = hostname();
+    let shared = Arc::new(Shared {
+        control: Mutex::new(control),
+        store,
+        metrics,
+        ready: AtomicBool::new(false),
+        coordinator_id: c
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{hostname}", c.region)),
+        region: c.region.clone(),
+    });
+    {
+        let mut control = shared.control.lock().await;
+        shared.commit(&mut control).await?;
+    }
+
+    let grpc_listener = tokio::net::TcpListener::bind(c.grpc_listen)
+        .await
+        .map_err(|source| CoordinatorError::Bind {
+            what: "gRPC",
+            addr: c.grpc_listen,
+            source,
+        })?;
+    let http_listener = tokio::net::TcpListener::bind(c.http_listen)
+        .await
+        .map_err(|source| CoordinatorError::Bind {
+            what: "HTTP",
+            addr: c.http_listen,
+            source,
+        })?;
+    let bound = Bound {
+        grpc: grpc_listener.local_addr().unwrap_or(c.grpc_listen),
+        http: http_listener.local_addr().unwrap_or(c.http_listen),
+    };
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, id = %shared.coordinator_id, "coordinator listening");
+
+    let grpc_task = tokio::spawn(grpc::serve(grpc_listener, shared.clone(), shutdown.clone()));
+    let http_task = tokio::spawn(http::serve(http_listener, shared.clone(), shutdown.clone()));
+    let tick_task = tokio::spawn(tick_loop(shared.clone(), timing, shutdown.clone()));
+    shared.ready.store(true, Ordering::SeqCst);
+
+    let done = async move {
+        let (g, h, t) = tokio::join!(grpc_task, http_task, tick_task);
+        let joined =
+            |what: &'static str, r: Result<Result<(), String>, tokio::task::JoinError>| match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(CoordinatorError::Serve { what, message }),
+                Err(e) => Err(CoordinatorError::Serve {
+                    what,
+                    message: e.to_string(),
+                }),
+            };
+        joined("gRPC", g)?;
+        joined("HTTP", h)?;
+        joined("tick", t.map(|()| Ok(())))?;
+        // Last write: the assignment as it stands, for the next start.
+        let mut control = shared.control.lock().await;
+        control.mark_dirty();
+        shared.commit(&mut control).await?;
+        tracing::info!("coordinator stopped");
+        Ok(())
+    };
+    Ok((bound, done))
+}
+
+async fn tick_loop(shared: Arc<Shared>, timing: Timing, shutdown: CancellationToken) {
+    let period = (timing.heartbeat_interval / 4)
+        .clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {
+                let mut control = shared.control.lock().await;
+                control.tick(Instant::now());
+                // A failed write is logged and retried on the next tick.
+                let _ = shared.commit(&mut control).await;
+            }
+        }
+    }
+}
+
+/// The machine's host name, for ids and status; "unknown" when it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Converts a worker view into the gRPC heartbeat response.
+pub fn heartbeat_response(view: WorkerView) -> lockstep_proto::HeartbeatResponse {
+    lockstep_proto::HeartbeatResponse {
+        generation: view.generation,
+        assigned: view.assigned,
+        revoked: view.revoked,
+        draining: view.draining,
+    }
+}
