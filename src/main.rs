@@ -1,0 +1,379 @@
+//! `lockstep`: the one binary. Each subcommand is a thin edge over the library crates:
+//! parse arguments, set up logging and signals, call in, and turn errors into exit codes.
+
+mod demo;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lockstep_proto as pb;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "lockstep",
+    version,
+    about = "Keep independent Druid clusters in several datacenters fed with the same data, and prove it.",
+    long_about = "Keep independent Druid clusters in several datacenters fed with the same data, and prove it.\n\n\
+A coordinator per region assigns tasks (flows x sites) to workers; workers mirror Kafka topics and copy \
+object-store files into every site. Start with `lockstep demo`, check a config with \
+`lockstep config check FILE`, then run `lockstep coordinator --config FILE` and one or more \
+`lockstep worker --coordinator http://HOST:7400`."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LOCKSTEP_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator of a region (gRPC for workers and admin, HTTP for metrics and status).
+    Coordinator {
+        /// Config file (TOML). See config/examples/.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a worker: join the coordinator and run the tasks it assigns.
+    Worker(WorkerArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Show the coordinator's view: workers, tasks, assignment, generation.
+    Status {
+        /// Coordinator gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:7400", env = "LOCKSTEP_COORDINATOR")]
+        coordinator: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Operator actions on a running coordinator.
+    Admin {
+        /// Coordinator gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:7400", env = "LOCKSTEP_COORDINATOR")]
+        coordinator: String,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+    /// Run a coordinator and two workers on a built-in config, print the assignment, and stop.
+    Demo {
+        /// How long to run (e.g. 20s, 2m).
+        #[arg(long, default_value = "20s", value_parser = humantime_duration)]
+        duration: Duration,
+    },
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// Coordinator gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:7400", env = "LOCKSTEP_COORDINATOR")]
+    coordinator: String,
+    /// Stable worker id. Keep it across restarts (a Kubernetes pod name) so that a restarted
+    /// worker gets its tasks back at once. Default: HOSTNAME-PID.
+    #[arg(long, env = "LOCKSTEP_WORKER_ID")]
+    id: Option<String>,
+    /// Most tasks at once (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    capacity: u32,
+    /// Task kind to advertise (repeatable); default: every kind this build runs.
+    #[arg(long = "capability")]
+    capabilities: Vec<String>,
+    /// Serve /metrics and /healthz here.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// How long a stopping task may take before it is aborted.
+    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    stop_timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file: prints OK, or every error with file, line/column or field path.
+    /// Exits 0 when valid, 1 when not.
+    Check {
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Stop a flow's tasks everywhere until resumed.
+    PauseFlow { flow: String },
+    /// Resume a paused flow.
+    ResumeFlow { flow: String },
+    /// Move every task off a worker and keep new ones away (before maintenance).
+    DrainWorker { worker: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 20s, 2m)"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C only");
+                    let _ = ctrl_c.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown signal received");
+        t.cancel();
+    });
+    token
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `config check` prints to stdout and needs no runtime or logging.
+    if let Command::Config {
+        command: ConfigCommand::Check { file },
+    } = &cli.command
+    {
+        return config_check(file);
+    }
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_check(file: &std::path::Path) -> ExitCode {
+    match lockstep_config::load(file) {
+        Ok(config) => {
+            let tasks: u32 = config
+                .flows
+                .iter()
+                .map(|f| f.tasks_per_site() * f.sites.len() as u32)
+                .sum();
+            println!(
+                "OK: {} ({} sites, {} sources, {} flows, {} tasks)",
+                file.display(),
+                config.sites.len(),
+                config.sources.len(),
+                config.flows.len(),
+                tasks
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.lines() {
+                println!("error: {line}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Config { .. } => unreachable!("handled before the runtime starts"),
+        Command::Coordinator { config } => {
+            let cfg = lockstep_config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let shutdown = shutdown_on_signals();
+            let (_bound, done) = lockstep_coordinator::start(cfg, shutdown).await?;
+            done.await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker(args) => {
+            let shutdown = shutdown_on_signals();
+            run_worker(args, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            coordinator,
+            format,
+        } => {
+            let mut client = pb::admin_service_client::AdminServiceClient::connect(coordinator.clone())
+                .await
+                .with_context(|| format!("cannot reach the coordinator at {coordinator}"))?;
+            let status = client.status(pb::StatusRequest {}).await?.into_inner();
+            print_status(&status, format);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin {
+            coordinator,
+            action,
+        } => {
+            let mut client = pb::admin_service_client::AdminServiceClient::connect(coordinator.clone())
+                .await
+                .with_context(|| format!("cannot reach the coordinator at {coordinator}"))?;
+            match action {
+                AdminAction::PauseFlow { flow } => {
+                    let r = client.pause_flow(pb::FlowRequest { flow: flow.clone() }).await?;
+                    println!("paused flow {flow} (generation {})", r.into_inner().generation);
+                }
+                AdminAction::ResumeFlow { flow } => {
+                    let r = client.resume_flow(pb::FlowRequest { flow: flow.clone() }).await?;
+                    println!("resumed flow {flow} (generation {})", r.into_inner().generation);
+                }
+                AdminAction::DrainWorker { worker } => {
+                    let r = client
+                        .drain_worker(pb::DrainRequest {
+                            worker_id: worker.clone(),
+                        })
+                        .await?
+                        .into_inner();
+                    println!(
+                        "draining worker {worker}: {} task(s) moving (generation {})",
+                        r.tasks_moving, r.generation
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { duration } => demo::run(duration).await,
+    }
+}
+
+pub(crate) async fn run_worker(args: WorkerArgs, shutdown: CancellationToken) -> Result<()> {
+    let hostname = lockstep_coordinator::server::hostname();
+    let worker_id = args
+        .id
+        .unwrap_or_else(|| format!("{hostname}-{}", std::process::id()));
+    let metrics = lockstep_workers::metrics::WorkerMetrics::new();
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        tracing::info!(%addr, "worker metrics listening");
+        let m = metrics.clone();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = lockstep_workers::metrics::serve(listener, m, s).await {
+                tracing::error!(error = %e, "worker metrics server failed");
+            }
+        });
+    }
+    let capabilities = if args.capabilities.is_empty() {
+        vec!["kafka".to_string(), "objects".to_string()]
+    } else {
+        args.capabilities
+    };
+    let worker = lockstep_workers::Worker::new(
+        lockstep_workers::WorkerOptions {
+            coordinator: args.coordinator,
+            worker_id,
+            capacity: args.capacity,
+            hostname,
+            stop_timeout: args.stop_timeout,
+            capabilities,
+        },
+        lockstep_workers::builtin_factories(),
+        metrics,
+    );
+    worker.run(shutdown).await?;
+    Ok(())
+}
+
+fn print_status(status: &pb::StatusResponse, format: Format) {
+    match format {
+        Format::Json => {
+            let view = lockstep_coordinator::http::StatusView::from(status.clone());
+            match serde_json::to_string_pretty(&view) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("error: cannot encode status: {e}"),
+            }
+        }
+        Format::Table => {
+            println!(
+                "coordinator {} (region {}), generation {}",
+                status.coordinator_id, status.region, status.generation
+            );
+            println!("\nWORKER                           TASKS  LEASE LEFT  DRAINING  CAPABILITIES");
+            for w in &status.workers {
+                println!(
+                    "{:<32} {:>5}  {:>8}ms  {:<8}  {}",
+                    w.worker_id,
+                    w.tasks.len(),
+                    w.lease_remaining_ms,
+                    if w.draining { "yes" } else { "no" },
+                    w.capabilities.join(",")
+                );
+            }
+            println!("\nTASK                             PHASE       WORKER                           STATE");
+            for t in &status.tasks {
+                let state = t
+                    .progress
+                    .as_ref()
+                    .map(|p| {
+                        let name = pb::TaskState::try_from(p.state)
+                            .map(|s| s.as_str_name().trim_start_matches("TASK_STATE_").to_lowercase())
+                            .unwrap_or_default();
+                        if p.message.is_empty() {
+                            name
+                        } else {
+                            format!("{name}: {}", p.message)
+                        }
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:<32} {:<11} {:<32} {}",
+                    t.task_id,
+                    t.phase,
+                    if t.worker_id.is_empty() { "-" } else { &t.worker_id },
+                    state
+                );
+            }
+            if !status.paused_flows.is_empty() {
+                println!("\npaused flows: {}", status.paused_flows.join(", "));
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! lockstep workers: stateless processes that run the tasks a coordinator assigns them.
+//!
+//! - `runtime`: join, heartbeat, lease clock, task lifecycle (knows tasks only by trait);
+//! - `task`: the task contract ([`Task`], [`TaskFactory`], [`TaskContext`]);
+//! - task kinds: the Kafka mirror (`kafka/`) and the object copy (`objects/`), each behind
+//!   [`TaskFactory`].
+
+pub mod metrics;
+pub mod runtime;
+pub mod task;
+
+pub use runtime::{Worker, WorkerError, WorkerOptions};
+pub use task::{LeaseGuard, Progress, Task, TaskContext, TaskError, TaskFactory};
+
+/// The task kinds this build can run. A worker advertises exactly these as capabilities.
+pub fn builtin_factories() -> Vec<std::sync::Arc<dyn TaskFactory>> {
+    Vec::new()
+}

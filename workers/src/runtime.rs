@@ -1,0 +1,361 @@
+//! The worker runtime: joins a coordinator, heartbeats, and starts and stops tasks as its
+//! assignment changes. It knows tasks only through [`TaskFactory`] and [`Task`].
+//!
+//! Safety rules it enforces, whatever the tasks do:
+//! - A task may write only while the lease holds: the lease deadline is the send time of the
+//!   last acknowledged heartbeat plus TTL minus the safety margin. When it passes, every task
+//!   is stopped, before the coordinator could hand them to anyone else.
+//! - A revoked task is stopped first and released after: the coordinator hands it on only
+//!   once it is released (or the lease has expired).
+//! - Refused as unknown or stale (fenced), the worker stops everything and joins again.
+//! - On shutdown every task stops cleanly, then the worker leaves, so its tasks move at once.
+
+use crate::metrics::WorkerMetrics;
+use crate::task::{LeaseGuard, Progress, TaskContext, TaskError, TaskFactory};
+use backon::BackoffBuilder;
+use lockstep_proto as pb;
+use pb::worker_service_client::WorkerServiceClient;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+use tracing::Instrument;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid coordinator address \"{url}\": {message}")]
+    BadAddress { url: String, message: String },
+}
+
+/// How a worker identifies itself and where it connects.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// e.g. `http://127.0.0.1:7400`
+    pub coordinator: String,
+    pub worker_id: String,
+    /// Most tasks at once, 0 = no limit.
+    pub capacity: u32,
+    pub hostname: String,
+    /// How long a stopping task may take before it is aborted.
+    pub stop_timeout: Duration,
+    /// Task kinds to advertise; empty = every kind this build can run. A kind advertised
+    /// without a factory runs as a task that fails with a clear "not available" status.
+    pub capabilities: Vec<String>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+    progress: Progress,
+}
+
+pub struct Worker {
+    opts: WorkerOptions,
+    factories: HashMap<&'static str, Arc<dyn TaskFactory>>,
+    metrics: WorkerMetrics,
+}
+
+/// Lease timing as the coordinator announced it at join.
+#[derive(Clone, Copy)]
+struct Lease {
+    ttl: Duration,
+    heartbeat: Duration,
+    safety: Duration,
+}
+
+impl Worker {
+    pub fn new(opts: WorkerOptions, factories: Vec<Arc<dyn TaskFactory>>, metrics: WorkerMetrics) -> Self {
+        Worker {
+            opts,
+            factories: factories.into_iter().map(|f| (f.kind(), f)).collect(),
+            metrics,
+        }
+    }
+
+    /// Kinds advertised to the coordinator: the options' list, or every kind this build has.
+    fn capabilities(&self) -> Vec<String> {
+        let mut c: Vec<String> = if self.opts.capabilities.is_empty() {
+            self.factories.keys().map(|k| k.to_string()).collect()
+        } else {
+            self.opts.capabilities.clone()
+        };
+        c.sort();
+        c.dedup();
+        c
+    }
+
+    /// Runs until `shutdown` fires, then stops every task and leaves.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let endpoint = Endpoint::from_shared(self.opts.coordinator.clone())
+            .map_err(|e| WorkerError::BadAddress {
+                url: self.opts.coordinator.clone(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10));
+        let mut client = WorkerServiceClient::new(endpoint.connect_lazy());
+        let (lease_tx, lease_rx) = watch::channel(Instant::now());
+        let mut running: HashMap<String, Running> = HashMap::new();
+        let mut session: Option<(u64, Lease)> = None;
+
+        'session: loop {
+            // Join, retrying with backoff until the coordinator answers.
+            let mut delays = backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .without_max_times()
+                .build();
+            let (mut generation, lease) = loop {
+                if shutdown.is_cancelled() {
+                    break 'session;
+                }
+                let sent = Instant::now();
+                let req = pb::JoinRequest {
+                    worker_id: self.opts.worker_id.clone(),
+                    capabilities: self.capabilities(),
+                    capacity: self.opts.capacity,
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    hostname: self.opts.hostname.clone(),
+                };
+                match client.join(req).await {
+                    Ok(resp) => {
+                        let r = resp.into_inner();
+                        let lease = Lease {
+                            ttl: Duration::from_millis(r.lease_ttl_ms),
+                            heartbeat: Duration::from_millis(r.heartbeat_interval_ms.max(10)),
+                            safety: Duration::from_millis(r.lease_safety_margin_ms),
+                        };
+                        let _ = lease_tx.send(sent + lease.ttl.saturating_sub(lease.safety));
+                        tracing::info!(worker = %self.opts.worker_id, generation = r.generation, coordinator = %r.coordinator_id, tasks = r.assigned.len(), "joined");
+                        self.metrics.joins.inc();
+                        let stopped = self.reconcile(&mut running, &r.assigned, &[], &lease_rx).await;
+                        session = Some((r.generation, lease));
+                        if !stopped.is_empty() {
+                            self.release(&mut client, r.generation, stopped).await;
+                        }
+                        break (r.generation, lease);
+                    }
+                    Err(status) => {
+                        let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                        tracing::warn!(worker = %self.opts.worker_id, code = ?status.code(), error = %status.message(), retry_in = ?delay, "join failed");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break 'session,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            };
+
+            // Heartbeat until refused or shut down.
+            loop {
+                let deadline = *lease_rx.borrow();
+                let wait = lease.heartbeat;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'session,
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::time::sleep_until(deadline.into()), if !running.is_empty() => {}
+                }
+                if Instant::now() >= *lease_rx.borrow() && !running.is_empty() {
+                    tracing::error!(worker = %self.opts.worker_id, tasks = running.len(), "lease ran out without a heartbeat answer: stopping every task");
+                    self.metrics.lease_lost.inc();
+                    self.stop_tasks(&mut running, None).await;
+                }
+                let sent = Instant::now();
+                let req = pb::HeartbeatRequest {
+                    worker_id: self.opts.worker_id.clone(),
+                    generation,
+                    tasks: running.values().map(|r| r.progress.snapshot()).collect(),
+                };
+                let result = tokio::time::timeout(lease.heartbeat.max(Duration::from_secs(1)), client.heartbeat(req)).await;
+                match result {
+                    Ok(Ok(resp)) => {
+                        let r = resp.into_inner();
+                        self.metrics.heartbeats.with_label_values(&["ok"]).inc();
+                        generation = r.generation;
+                        let _ = lease_tx.send(sent + lease.ttl.saturating_sub(lease.safety));
+                        let stopped = self.reconcile(&mut running, &r.assigned, &r.revoked, &lease_rx).await;
+                        if !stopped.is_empty() {
+                            self.release(&mut client, generation, stopped).await;
+                        }
+                    }
+                    Ok(Err(status)) if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) => {
+                        self.metrics.heartbeats.with_label_values(&["refused"]).inc();
+                        tracing::warn!(worker = %self.opts.worker_id, error = %status.message(), "heartbeat refused: stopping every task and joining again");
+                        self.stop_tasks(&mut running, None).await;
+                        let _ = lease_tx.send(Instant::now());
+                        continue 'session;
+                    }
+                    Ok(Err(status)) => {
+                        self.metrics.heartbeats.with_label_values(&["error"]).inc();
+                        tracing::warn!(worker = %self.opts.worker_id, code = ?status.code(), error = %status.message(), "heartbeat failed");
+                    }
+                    Err(_) => {
+                        self.metrics.heartbeats.with_label_values(&["error"]).inc();
+                        tracing::warn!(worker = %self.opts.worker_id, "heartbeat timed out");
+                    }
+                }
+            }
+        }
+
+        // Shutdown: stop everything cleanly, then leave so the tasks move without a lease wait.
+        tracing::info!(worker = %self.opts.worker_id, tasks = running.len(), "shutting down: stopping tasks");
+        self.stop_tasks(&mut running, None).await;
+        if let Some((generation, _)) = session {
+            let req = pb::LeaveRequest {
+                worker_id: self.opts.worker_id.clone(),
+                generation,
+            };
+            // A refused or failed leave only means the tasks move after lease expiry instead.
+            match tokio::time::timeout(Duration::from_secs(3), client.leave(req)).await {
+                Ok(Ok(_)) => tracing::info!(worker = %self.opts.worker_id, "left the coordinator"),
+                Ok(Err(s)) => tracing::warn!(worker = %self.opts.worker_id, error = %s.message(), "leave refused"),
+                Err(_) => tracing::warn!(worker = %self.opts.worker_id, "leave timed out"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts what is assigned and not running; stops what is running and not assigned.
+    /// Returns the task ids to release: the ones stopped, plus revoked ones not running.
+    async fn reconcile(
+        &self,
+        running: &mut HashMap<String, Running>,
+        assigned: &[pb::TaskSpec],
+        revoked: &[String],
+        lease: &watch::Receiver<Instant>,
+    ) -> Vec<String> {
+        let wanted: BTreeSet<&str> = assigned.iter().map(|t| t.task_id.as_str()).collect();
+        let to_stop: BTreeSet<String> = running
+            .keys()
+            .filter(|id| !wanted.contains(id.as_str()))
+            .cloned()
+            .collect();
+        let mut release: BTreeSet<String> = revoked
+            .iter()
+            .filter(|id| !running.contains_key(*id))
+            .cloned()
+            .collect();
+        if !to_stop.is_empty() {
+            tracing::info!(worker = %self.opts.worker_id, tasks = ?to_stop, "stopping revoked tasks");
+            self.stop_tasks(running, Some(&to_stop)).await;
+            release.extend(to_stop);
+        }
+        for spec in assigned {
+            if running.contains_key(&spec.task_id) {
+                continue;
+            }
+            let progress = Progress::new(&spec.task_id);
+            let cancel = CancellationToken::new();
+            let ctx = TaskContext {
+                spec: Arc::new(spec.clone()),
+                shutdown: cancel.clone(),
+                lease: LeaseGuard::new(lease.clone()),
+                progress: progress.clone(),
+            };
+            let factory = self.factories.get(spec.kind.as_str()).cloned();
+            let span = tracing::info_span!("task", task = %spec.task_id, flow = %spec.flow, site = %spec.site, kind = %spec.kind);
+            let metrics = self.metrics.clone();
+            let handle = tokio::spawn(supervise(factory, ctx, metrics).instrument(span));
+            tracing::info!(worker = %self.opts.worker_id, task = %spec.task_id, "task started");
+            running.insert(spec.task_id.clone(), Running { cancel, handle, progress });
+        }
+        self.metrics.tasks_running.set(running.len() as i64);
+        release.into_iter().collect()
+    }
+
+    /// Stops the given tasks (all when `only` is None) and waits for each to finish.
+    async fn stop_tasks(&self, running: &mut HashMap<String, Running>, only: Option<&BTreeSet<String>>) {
+        let ids: Vec<String> = running
+            .keys()
+            .filter(|id| only.is_none_or(|o| o.contains(*id)))
+            .cloned()
+            .collect();
+        let mut stopping = Vec::new();
+        for id in ids {
+            if let Some(r) = running.remove(&id) {
+                r.progress.set_state(pb::TaskState::Stopping, "");
+                r.cancel.cancel();
+                stopping.push((id, r.handle));
+            }
+        }
+        for (id, mut handle) in stopping {
+            match tokio::time::timeout(self.opts.stop_timeout, &mut handle).await {
+                Ok(_) => tracing::info!(worker = %self.opts.worker_id, task = %id, "task stopped"),
+                Err(_) => {
+                    tracing::error!(worker = %self.opts.worker_id, task = %id, timeout = ?self.opts.stop_timeout, "task did not stop in time: aborted");
+                    handle.abort();
+                }
+            }
+        }
+        self.metrics.tasks_running.set(running.len() as i64);
+    }
+
+    async fn release(&self, client: &mut WorkerServiceClient<Channel>, generation: u64, task_ids: Vec<String>) {
+        let req = pb::ReleaseRequest {
+            worker_id: self.opts.worker_id.clone(),
+            generation,
+            task_ids: task_ids.clone(),
+        };
+        // If the release is lost, the coordinator hands the tasks on after lease expiry
+        // instead; the next heartbeat lists them as revoked again and we release once more.
+        match client.release(req).await {
+            Ok(_) => tracing::info!(worker = %self.opts.worker_id, tasks = ?task_ids, "released"),
+            Err(s) => tracing::warn!(worker = %self.opts.worker_id, error = %s.message(), "release failed"),
+        }
+    }
+}
+
+/// Runs one task, restarting it with backoff after failures, until cancelled.
+async fn supervise(factory: Option<Arc<dyn TaskFactory>>, ctx: TaskContext, metrics: WorkerMetrics) {
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(60))
+        .without_max_times()
+        .build();
+    let progress = ctx.progress.clone();
+    loop {
+        progress.set_state(pb::TaskState::Starting, "");
+        let result = match &factory {
+            None => Err(TaskError::Unsupported(ctx.spec.kind.clone())),
+            Some(f) => match f.create(&ctx.spec) {
+                Ok(task) => {
+                    progress.set_state(pb::TaskState::Running, "");
+                    task.run(ctx.clone()).await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if ctx.shutdown.is_cancelled() {
+            progress.set_state(pb::TaskState::Stopped, "");
+            return;
+        }
+        match result {
+            Ok(()) => {
+                tracing::info!("task finished");
+                progress.set_state(pb::TaskState::Stopped, "finished");
+                return;
+            }
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(60));
+                tracing::error!(error = %e, retry_in = ?delay, "task failed");
+                metrics.task_failures.inc();
+                progress.update(|p| {
+                    p.state = pb::TaskState::Failed as i32;
+                    p.message = e.to_string();
+                    p.restarts += 1;
+                });
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => {
+                        progress.set_state(pb::TaskState::Stopped, "");
+                        return;
+                    }
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The task contract: what the worker runtime knows of a task, and nothing more.
+//!
+//! A [`TaskFactory`] builds a [`Task`] for one kind ("kafka", "objects") from the spec the
+//! coordinator sent. The runtime runs it with a [`TaskContext`]: a cancellation token (stop
+//! now, cleanly), a [`LeaseGuard`] (may I still write?) and a [`Progress`] handle (what the
+//! next heartbeat reports). The runtime never looks inside a task.
+
+use lockstep_proto as pb;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Why a task stopped with an error. The runtime restarts it with backoff and shows the
+/// message in status; `Fatal` errors are shown too, but retried only slowly.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("invalid task config: {0}")]
+    Config(String),
+    #[error("task kind \"{0}\" is not available in this worker")]
+    Unsupported(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("lease lost: stopped writing")]
+    LeaseLost,
+}
+
+/// One running unit of work.
+#[async_trait::async_trait]
+pub trait Task: Send + 'static {
+    /// Runs until `ctx.shutdown` fires (return `Ok`) or a failure (return `Err`). Must stop
+    /// writing as soon as `ctx.lease.valid()` turns false, and must leave its output
+    /// consistent when cancelled: a half-written batch is committed or aborted, never left.
+    async fn run(self: Box<Self>, ctx: TaskContext) -> Result<(), TaskError>;
+}
+
+/// Builds tasks of one kind.
+pub trait TaskFactory: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+    fn create(&self, spec: &pb::TaskSpec) -> Result<Box<dyn Task>, TaskError>;
+}
+
+/// What a task gets from the runtime.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub spec: Arc<pb::TaskSpec>,
+    pub shutdown: CancellationToken,
+    pub lease: LeaseGuard,
+    pub progress: Progress,
+}
+
+/// The worker's lease as the task sees it: writing is allowed until `deadline`, which every
+/// acknowledged heartbeat moves forward (sent-time + TTL - safety margin).
+#[derive(Clone)]
+pub struct LeaseGuard {
+    rx: watch::Receiver<Instant>,
+}
+
+impl LeaseGuard {
+    pub fn new(rx: watch::Receiver<Instant>) -> Self {
+        LeaseGuard { rx }
+    }
+
+    /// A guard whose lease never ends, for tools that run a task alone (one-shot CLI runs).
+    pub fn unbounded() -> Self {
+        let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+        // A receiver keeps the last value after its sender is gone.
+        let (_tx, rx) = watch::channel(far);
+        LeaseGuard { rx }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        *self.rx.borrow()
+    }
+
+    /// May the task write now?
+    pub fn valid(&self) -> bool {
+        Instant::now() < self.deadline()
+    }
+}
+
+/// Shared progress of one task, read by the heartbeat.
+#[derive(Clone, Default)]
+pub struct Progress {
+    inner: Arc<Mutex<pb::TaskProgress>>,
+}
+
+impl Progress {
+    pub fn new(task_id: &str) -> Self {
+        let p = Progress::default();
+        p.update(|t| {
+            t.task_id = task_id.to_string();
+            t.state = pb::TaskState::Starting as i32;
+        });
+        p
+    }
+
+    /// Changes the progress under its lock.
+    pub fn update(&self, f: impl FnOnce(&mut pb::TaskProgress)) {
+        // A poisoned lock only means a task panicked while updating: the data is still usable.
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard);
+    }
+
+    pub fn set_state(&self, state: pb::TaskState, message: impl Into<String>) {
+        let message = message.into();
+        self.update(|t| {
+            t.state = state as i32;
+            t.message = message;
+        });
+    }
+
+    pub fn snapshot(&self) -> pb::TaskProgress {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
