@@ -14,13 +14,21 @@ pub async fn run(duration: Duration) -> Result<ExitCode> {
     let shutdown = crate::shutdown_on_signals();
     let state_dir = tempfile::tempdir().context("cannot create a temporary state folder")?;
     let text = DEMO_CONFIG.replace("@STATE_DIR@", &state_dir.path().to_string_lossy());
-    let config = lockstep_config::parse(&text, "demo.toml (built in)", None, &|n| std::env::var(n).ok())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = lockstep_config::parse(&text, "demo.toml (built in)", None, &|n| {
+        std::env::var(n).ok()
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (bound, coordinator) = lockstep_coordinator::start(config, shutdown.clone()).await?;
-    println!("lockstep demo: coordinator gRPC on {}, HTTP on {}", bound.grpc, bound.http);
+    println!(
+        "lockstep demo: coordinator gRPC on {}, HTTP on {}",
+        bound.grpc, bound.http
+    );
     println!("  status:  http://{}/api/v1/status", bound.http);
     println!("  metrics: http://{}/metrics", bound.http);
-    println!("  running for {} (Ctrl-C stops earlier)\n", humantime::format_duration(duration));
+    println!(
+        "  running for {} (Ctrl-C stops earlier)\n",
+        humantime::format_duration(duration)
+    );
 
     let coordinator_task = tokio::spawn(coordinator);
     let workers = CancellationToken::new();
@@ -37,9 +45,10 @@ pub async fn run(duration: Duration) -> Result<ExitCode> {
         worker_tasks.push(tokio::spawn(crate::run_worker(args, workers.clone())));
     }
 
-    let mut client = pb::admin_service_client::AdminServiceClient::connect(format!("http://{}", bound.grpc))
-        .await
-        .context("cannot reach the demo coordinator")?;
+    let mut client =
+        pb::admin_service_client::AdminServiceClient::connect(format!("http://{}", bound.grpc))
+            .await
+            .context("cannot reach the demo coordinator")?;
     let started = Instant::now();
     let mut last_generation = u64::MAX;
     while started.elapsed() < duration && !shutdown.is_cancelled() {
@@ -50,7 +59,11 @@ pub async fn run(duration: Duration) -> Result<ExitCode> {
         let status = client.status(pb::StatusRequest {}).await?.into_inner();
         if status.generation != last_generation {
             last_generation = status.generation;
-            println!("[{:>5.1}s] generation {}:", started.elapsed().as_secs_f64(), status.generation);
+            println!(
+                "[{:>5.1}s] generation {}:",
+                started.elapsed().as_secs_f64(),
+                status.generation
+            );
             for w in &status.workers {
                 println!("  {:<14} {}", w.worker_id, w.tasks.join(" "));
             }
@@ -72,7 +85,9 @@ pub async fn run(duration: Duration) -> Result<ExitCode> {
         w.await.context("worker task panicked")??;
     }
     shutdown.cancel();
-    coordinator_task.await.context("coordinator task panicked")??;
+    coordinator_task
+        .await
+        .context("coordinator task panicked")??;
     println!("demo finished");
     Ok(ExitCode::SUCCESS)
 }

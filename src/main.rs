@@ -55,7 +55,11 @@ enum Command {
     /// Show the coordinator's view: workers, tasks, assignment, generation.
     Status {
         /// Coordinator gRPC address.
-        #[arg(long, default_value = "http://127.0.0.1:7400", env = "LOCKSTEP_COORDINATOR")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:7400",
+            env = "LOCKSTEP_COORDINATOR"
+        )]
         coordinator: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -63,7 +67,11 @@ enum Command {
     /// Operator actions on a running coordinator.
     Admin {
         /// Coordinator gRPC address.
-        #[arg(long, default_value = "http://127.0.0.1:7400", env = "LOCKSTEP_COORDINATOR")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:7400",
+            env = "LOCKSTEP_COORDINATOR"
+        )]
         coordinator: String,
         #[command(subcommand)]
         action: AdminAction,
@@ -79,7 +87,11 @@ enum Command {
 #[derive(Args)]
 struct WorkerArgs {
     /// Coordinator gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:7400", env = "LOCKSTEP_COORDINATOR")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:7400",
+        env = "LOCKSTEP_COORDINATOR"
+    )]
     coordinator: String,
     /// Stable worker id. Keep it across restarts (a Kubernetes pod name) so that a restarted
     /// worker gets its tasks back at once. Default: HOSTNAME-PID.
@@ -103,9 +115,7 @@ struct WorkerArgs {
 enum ConfigCommand {
     /// Validate a config file: prints OK, or every error with file, line/column or field path.
     /// Exits 0 when valid, 1 when not.
-    Check {
-        file: PathBuf,
-    },
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -131,7 +141,9 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -178,7 +190,10 @@ fn main() -> ExitCode {
         return config_check(file);
     }
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -240,9 +255,10 @@ async fn run(command: Command) -> Result<ExitCode> {
             coordinator,
             format,
         } => {
-            let mut client = pb::admin_service_client::AdminServiceClient::connect(coordinator.clone())
-                .await
-                .with_context(|| format!("cannot reach the coordinator at {coordinator}"))?;
+            let mut client =
+                pb::admin_service_client::AdminServiceClient::connect(coordinator.clone())
+                    .await
+                    .with_context(|| format!("cannot reach the coordinator at {coordinator}"))?;
             let status = client.status(pb::StatusRequest {}).await?.into_inner();
             print_status(&status, format);
             Ok(ExitCode::SUCCESS)
@@ -251,17 +267,28 @@ async fn run(command: Command) -> Result<ExitCode> {
             coordinator,
             action,
         } => {
-            let mut client = pb::admin_service_client::AdminServiceClient::connect(coordinator.clone())
-                .await
-                .with_context(|| format!("cannot reach the coordinator at {coordinator}"))?;
+            let mut client =
+                pb::admin_service_client::AdminServiceClient::connect(coordinator.clone())
+                    .await
+                    .with_context(|| format!("cannot reach the coordinator at {coordinator}"))?;
             match action {
                 AdminAction::PauseFlow { flow } => {
-                    let r = client.pause_flow(pb::FlowRequest { flow: flow.clone() }).await?;
-                    println!("paused flow {flow} (generation {})", r.into_inner().generation);
+                    let r = client
+                        .pause_flow(pb::FlowRequest { flow: flow.clone() })
+                        .await?;
+                    println!(
+                        "paused flow {flow} (generation {})",
+                        r.into_inner().generation
+                    );
                 }
                 AdminAction::ResumeFlow { flow } => {
-                    let r = client.resume_flow(pb::FlowRequest { flow: flow.clone() }).await?;
-                    println!("resumed flow {flow} (generation {})", r.into_inner().generation);
+                    let r = client
+                        .resume_flow(pb::FlowRequest { flow: flow.clone() })
+                        .await?;
+                    println!(
+                        "resumed flow {flow} (generation {})",
+                        r.into_inner().generation
+                    );
                 }
                 AdminAction::DrainWorker { worker } => {
                     let r = client
@@ -336,7 +363,9 @@ fn print_status(status: &pb::StatusResponse, format: Format) {
                 "coordinator {} (region {}), generation {}",
                 status.coordinator_id, status.region, status.generation
             );
-            println!("\nWORKER                           TASKS  LEASE LEFT  DRAINING  CAPABILITIES");
+            println!(
+                "\nWORKER                           TASKS  LEASE LEFT  DRAINING  CAPABILITIES"
+            );
             for w in &status.workers {
                 println!(
                     "{:<32} {:>5}  {:>8}ms  {:<8}  {}",
@@ -354,7 +383,11 @@ fn print_status(status: &pb::StatusResponse, format: Format) {
                     .as_ref()
                     .map(|p| {
                         let name = pb::TaskState::try_from(p.state)
-                            .map(|s| s.as_str_name().trim_start_matches("TASK_STATE_").to_lowercase())
+                            .map(|s| {
+                                s.as_str_name()
+                                    .trim_start_matches("TASK_STATE_")
+                                    .to_lowercase()
+                            })
                             .unwrap_or_default();
                         if p.message.is_empty() {
                             name
@@ -367,7 +400,11 @@ fn print_status(status: &pb::StatusResponse, format: Format) {
                     "{:<32} {:<11} {:<32} {}",
                     t.task_id,
                     t.phase,
-                    if t.worker_id.is_empty() { "-" } else { &t.worker_id },
+                    if t.worker_id.is_empty() {
+                        "-"
+                    } else {
+                        &t.worker_id
+                    },
                     state
                 );
             }

@@ -34,14 +34,10 @@ fn interpolate_value(
     errors: &mut Vec<FieldError>,
 ) {
     match value {
-        toml::Value::String(s) => {
-            if s.contains('$') {
-                match expand(s, base_dir, env) {
-                    Ok(expanded) => *s = expanded,
-                    Err(message) => errors.push(FieldError::new(path, message)),
-                }
-            }
-        }
+        toml::Value::String(s) if s.contains('$') => match expand(s, base_dir, env) {
+            Ok(expanded) => *s = expanded,
+            Err(message) => errors.push(FieldError::new(path, message)),
+        },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 interpolate_value(item, format!("{path}[{i}]"), base_dir, env, errors);

@@ -171,7 +171,7 @@ pub struct Source {
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
     Kafka(KafkaCluster),
-    Objects(ObjectStore),
+    Objects(Box<ObjectStore>),
 }
 
 impl SourceKind {

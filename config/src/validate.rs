@@ -306,7 +306,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
                 match s.store {
                     Some(store) => {
                         c.store(&format!("{p}.store"), &store);
-                        Some(SourceKind::Objects(store))
+                        Some(SourceKind::Objects(Box::new(store)))
                     }
                     None => {
                         c.err(

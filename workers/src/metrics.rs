@@ -27,17 +27,25 @@ impl WorkerMetrics {
         // Names and help texts are constants: creation cannot fail.
         let m = WorkerMetrics {
             registry: Registry::new(),
-            tasks_running: IntGauge::new(NAMES[0], "Tasks this worker runs now.").expect("valid metric"),
-            task_failures: IntCounter::new(NAMES[1], "Task runs that ended in an error (each is retried with backoff).")
+            tasks_running: IntGauge::new(NAMES[0], "Tasks this worker runs now.")
                 .expect("valid metric"),
-            joins: IntCounter::new(NAMES[2], "Successful joins (including re-joins).").expect("valid metric"),
+            task_failures: IntCounter::new(
+                NAMES[1],
+                "Task runs that ended in an error (each is retried with backoff).",
+            )
+            .expect("valid metric"),
+            joins: IntCounter::new(NAMES[2], "Successful joins (including re-joins).")
+                .expect("valid metric"),
             heartbeats: IntCounterVec::new(
                 Opts::new(NAMES[3], "Heartbeats by result: ok, refused, error."),
                 &["result"],
             )
             .expect("valid metric"),
-            lease_lost: IntCounter::new(NAMES[4], "Times the lease ran out and every task was stopped.")
-                .expect("valid metric"),
+            lease_lost: IntCounter::new(
+                NAMES[4],
+                "Times the lease ran out and every task was stopped.",
+            )
+            .expect("valid metric"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.tasks_running.clone()),

@@ -68,7 +68,11 @@ struct Lease {
 }
 
 impl Worker {
-    pub fn new(opts: WorkerOptions, factories: Vec<Arc<dyn TaskFactory>>, metrics: WorkerMetrics) -> Self {
+    pub fn new(
+        opts: WorkerOptions,
+        factories: Vec<Arc<dyn TaskFactory>>,
+        metrics: WorkerMetrics,
+    ) -> Self {
         Worker {
             opts,
             factories: factories.into_iter().map(|f| (f.kind(), f)).collect(),
@@ -132,7 +136,9 @@ impl Worker {
                         let _ = lease_tx.send(sent + lease.ttl.saturating_sub(lease.safety));
                         tracing::info!(worker = %self.opts.worker_id, generation = r.generation, coordinator = %r.coordinator_id, tasks = r.assigned.len(), "joined");
                         self.metrics.joins.inc();
-                        let stopped = self.reconcile(&mut running, &r.assigned, &[], &lease_rx).await;
+                        let stopped = self
+                            .reconcile(&mut running, &r.assigned, &[], &lease_rx)
+                            .await;
                         session = Some((r.generation, lease));
                         if !stopped.is_empty() {
                             self.release(&mut client, r.generation, stopped).await;
@@ -170,20 +176,31 @@ impl Worker {
                     generation,
                     tasks: running.values().map(|r| r.progress.snapshot()).collect(),
                 };
-                let result = tokio::time::timeout(lease.heartbeat.max(Duration::from_secs(1)), client.heartbeat(req)).await;
+                let result = tokio::time::timeout(
+                    lease.heartbeat.max(Duration::from_secs(1)),
+                    client.heartbeat(req),
+                )
+                .await;
                 match result {
                     Ok(Ok(resp)) => {
                         let r = resp.into_inner();
                         self.metrics.heartbeats.with_label_values(&["ok"]).inc();
                         generation = r.generation;
                         let _ = lease_tx.send(sent + lease.ttl.saturating_sub(lease.safety));
-                        let stopped = self.reconcile(&mut running, &r.assigned, &r.revoked, &lease_rx).await;
+                        let stopped = self
+                            .reconcile(&mut running, &r.assigned, &r.revoked, &lease_rx)
+                            .await;
                         if !stopped.is_empty() {
                             self.release(&mut client, generation, stopped).await;
                         }
                     }
-                    Ok(Err(status)) if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) => {
-                        self.metrics.heartbeats.with_label_values(&["refused"]).inc();
+                    Ok(Err(status))
+                        if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) =>
+                    {
+                        self.metrics
+                            .heartbeats
+                            .with_label_values(&["refused"])
+                            .inc();
                         tracing::warn!(worker = %self.opts.worker_id, error = %status.message(), "heartbeat refused: stopping every task and joining again");
                         self.stop_tasks(&mut running, None).await;
                         let _ = lease_tx.send(Instant::now());
@@ -212,7 +229,9 @@ impl Worker {
             // A refused or failed leave only means the tasks move after lease expiry instead.
             match tokio::time::timeout(Duration::from_secs(3), client.leave(req)).await {
                 Ok(Ok(_)) => tracing::info!(worker = %self.opts.worker_id, "left the coordinator"),
-                Ok(Err(s)) => tracing::warn!(worker = %self.opts.worker_id, error = %s.message(), "leave refused"),
+                Ok(Err(s)) => {
+                    tracing::warn!(worker = %self.opts.worker_id, error = %s.message(), "leave refused")
+                }
                 Err(_) => tracing::warn!(worker = %self.opts.worker_id, "leave timed out"),
             }
         }
@@ -261,14 +280,25 @@ impl Worker {
             let metrics = self.metrics.clone();
             let handle = tokio::spawn(supervise(factory, ctx, metrics).instrument(span));
             tracing::info!(worker = %self.opts.worker_id, task = %spec.task_id, "task started");
-            running.insert(spec.task_id.clone(), Running { cancel, handle, progress });
+            running.insert(
+                spec.task_id.clone(),
+                Running {
+                    cancel,
+                    handle,
+                    progress,
+                },
+            );
         }
         self.metrics.tasks_running.set(running.len() as i64);
         release.into_iter().collect()
     }
 
     /// Stops the given tasks (all when `only` is None) and waits for each to finish.
-    async fn stop_tasks(&self, running: &mut HashMap<String, Running>, only: Option<&BTreeSet<String>>) {
+    async fn stop_tasks(
+        &self,
+        running: &mut HashMap<String, Running>,
+        only: Option<&BTreeSet<String>>,
+    ) {
         let ids: Vec<String> = running
             .keys()
             .filter(|id| only.is_none_or(|o| o.contains(*id)))
@@ -294,7 +324,12 @@ impl Worker {
         self.metrics.tasks_running.set(running.len() as i64);
     }
 
-    async fn release(&self, client: &mut WorkerServiceClient<Channel>, generation: u64, task_ids: Vec<String>) {
+    async fn release(
+        &self,
+        client: &mut WorkerServiceClient<Channel>,
+        generation: u64,
+        task_ids: Vec<String>,
+    ) {
         let req = pb::ReleaseRequest {
             worker_id: self.opts.worker_id.clone(),
             generation,
@@ -304,13 +339,19 @@ impl Worker {
         // instead; the next heartbeat lists them as revoked again and we release once more.
         match client.release(req).await {
             Ok(_) => tracing::info!(worker = %self.opts.worker_id, tasks = ?task_ids, "released"),
-            Err(s) => tracing::warn!(worker = %self.opts.worker_id, error = %s.message(), "release failed"),
+            Err(s) => {
+                tracing::warn!(worker = %self.opts.worker_id, error = %s.message(), "release failed")
+            }
         }
     }
 }
 
 /// Runs one task, restarting it with backoff after failures, until cancelled.
-async fn supervise(factory: Option<Arc<dyn TaskFactory>>, ctx: TaskContext, metrics: WorkerMetrics) {
+async fn supervise(
+    factory: Option<Arc<dyn TaskFactory>>,
+    ctx: TaskContext,
+    metrics: WorkerMetrics,
+) {
     let mut delays = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_secs(1))
         .with_max_delay(Duration::from_secs(60))

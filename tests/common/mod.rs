@@ -1,0 +1,308 @@
+//! Test harness: starts real `lockstep` processes on loopback with free ports, and kills them
+//! when dropped. Shared by the integration tests in this folder.
+#![allow(dead_code)]
+
+use lockstep_proto as pb;
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lockstep");
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A child process killed (SIGKILL) on drop unless already stopped.
+pub struct Proc {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str], log_dir: &Path) -> Proc {
+        let log = log_dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn lockstep");
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} {}", self.name);
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit (bounded).
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let mut c = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "{} did not exit within {within:?} of SIGTERM; log: {}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A coordinator with a generated config in a temp dir.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub grpc: String,
+    pub http: String,
+    pub coordinator: Option<Proc>,
+    pub workers: BTreeMap<String, Proc>,
+}
+
+impl Cluster {
+    /// `body` is the config without `[coordinator]`; timing is fast for tests.
+    pub fn start(body: &str, lease_ttl_ms: u64, heartbeat_ms: u64, margin_ms: u64) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let grpc_port = free_port();
+        let http_port = free_port();
+        let config = dir.path().join("lockstep.toml");
+        let text = format!(
+            r#"[coordinator]
+region = "test"
+grpc_listen = "127.0.0.1:{grpc_port}"
+http_listen = "127.0.0.1:{http_port}"
+lease_ttl = "{lease_ttl_ms}ms"
+heartbeat_interval = "{heartbeat_ms}ms"
+handover_margin = "{margin_ms}ms"
+lease_safety_margin = "{safety}ms"
+[coordinator.state]
+service = "fs"
+root = "{state}"
+
+{body}
+"#,
+            safety = lease_ttl_ms / 5,
+            state = dir.path().join("state").display(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut cluster = Cluster {
+            dir,
+            config,
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
+            http: format!("http://127.0.0.1:{http_port}"),
+            coordinator: None,
+            workers: BTreeMap::new(),
+        };
+        cluster.start_coordinator();
+        cluster
+    }
+
+    pub fn start_coordinator(&mut self) {
+        let config = self.config.display().to_string();
+        let n = self.dir.path().read_dir().map(|d| d.count()).unwrap_or(0);
+        let p = Proc::spawn(
+            &format!("coordinator-{n}"),
+            &["coordinator", "--config", &config],
+            self.dir.path(),
+        );
+        self.coordinator = Some(p);
+        wait_for(Duration::from_secs(30), "coordinator ready", || {
+            http_get(&self.http, "/readyz")
+                .map(|(c, _)| c == 200)
+                .unwrap_or(false)
+        });
+    }
+
+    pub fn start_worker(&mut self, id: &str) {
+        let p = Proc::spawn(
+            id,
+            &["worker", "--coordinator", &self.grpc, "--id", id],
+            self.dir.path(),
+        );
+        self.workers.insert(id.to_string(), p);
+    }
+
+    pub async fn status(&self) -> pb::StatusResponse {
+        let mut client = pb::admin_service_client::AdminServiceClient::connect(self.grpc.clone())
+            .await
+            .expect("connect admin");
+        client
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+    }
+
+    /// task -> worker for every task with a worker.
+    pub async fn assignment(&self) -> BTreeMap<String, String> {
+        self.status()
+            .await
+            .tasks
+            .into_iter()
+            .filter(|t| !t.worker_id.is_empty() && t.phase == "assigned")
+            .map(|t| (t.task_id, t.worker_id))
+            .collect()
+    }
+
+    /// Waits until every task is assigned (phase "assigned") to the given workers only, and
+    /// every one of those workers reports each of its tasks through a heartbeat.
+    pub async fn settled(
+        &self,
+        total: usize,
+        workers: &[&str],
+        within: Duration,
+    ) -> BTreeMap<String, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.status().await;
+            let assigned: BTreeMap<String, String> = status
+                .tasks
+                .iter()
+                .filter(|t| t.phase == "assigned")
+                .map(|t| (t.task_id.clone(), t.worker_id.clone()))
+                .collect();
+            let reported = status.tasks.iter().filter(|t| t.progress.is_some()).count();
+            let on_expected = assigned.values().all(|w| workers.contains(&w.as_str()));
+            if assigned.len() == total && on_expected && reported == total {
+                return assigned;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "not settled within {within:?}: {} of {total} assigned, {reported} reported, on {:?}; status: {status:#?}",
+                    assigned.len(),
+                    assigned.values().collect::<std::collections::BTreeSet<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it is true, or panics after `within`.
+pub fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal blocking HTTP/1.0 GET: (status code, body). Written by hand so that the harness
+/// can poll readiness from sync code without an HTTP client runtime.
+pub fn http_get(base: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Counts tasks per worker.
+pub fn per_worker(assignment: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for w in assignment.values() {
+        *m.entry(w.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Two kafka flows over two sites, `tasks` slots each: 4 × tasks tasks.
+pub fn two_flows_two_sites(tasks: u32) -> String {
+    format!(
+        r#"
+[[sites]]
+name = "a"
+druid.router_url = "http://127.0.0.1:1"
+kafka.bootstrap_servers = "127.0.0.1:1"
+
+[[sites]]
+name = "b"
+druid.router_url = "http://127.0.0.1:2"
+kafka.bootstrap_servers = "127.0.0.1:2"
+
+[[sources]]
+name = "up"
+kind = "kafka"
+kafka.bootstrap_servers = "127.0.0.1:3"
+
+[[flows]]
+name = "clicks"
+kind = "kafka"
+source = "up"
+topics = ["clicks"]
+tasks = {tasks}
+
+[[flows]]
+name = "views"
+kind = "kafka"
+source = "up"
+topics = ["views"]
+tasks = {tasks}
+"#
+    )
+}
