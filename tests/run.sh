@@ -17,6 +17,3 @@ cargo clippy --all-targets --locked -- -D warnings
 log "tests"
 # Integration tests start real lockstep processes; they pick free loopback ports themselves.
 cargo test --workspace --all-targets --locked -- --test-threads 2
-
-log "benchmarks build"
-cargo bench --workspace --no-run --locked
