@@ -328,11 +328,14 @@ pub(crate) async fn run_worker(args: WorkerArgs, shutdown: CancellationToken) ->
             }
         });
     }
+    // Advertise the kinds the product defines; one without a factory in this build shows
+    // as a failed task with a clear message rather than staying silently unassigned.
     let capabilities = if args.capabilities.is_empty() {
         vec!["kafka".to_string(), "objects".to_string()]
     } else {
         args.capabilities
     };
+    let factories = lockstep_workers::builtin_factories(&metrics);
     let worker = lockstep_workers::Worker::new(
         lockstep_workers::WorkerOptions {
             coordinator: args.coordinator,
@@ -342,7 +345,7 @@ pub(crate) async fn run_worker(args: WorkerArgs, shutdown: CancellationToken) ->
             stop_timeout: args.stop_timeout,
             capabilities,
         },
-        lockstep_workers::builtin_factories(),
+        factories,
         metrics,
     );
     worker.run(shutdown).await?;

@@ -273,6 +273,10 @@ pub struct KafkaFlow {
     pub on_oversize: OversizePolicy,
     /// Dead-letter topic for `on_oversize = "dead_letter"`.
     pub dead_letter_topic: Option<String>,
+    /// Largest record (key + value + headers) this flow writes; larger ones go through
+    /// `on_oversize`. The target topic's `max.message.bytes` applies too where the broker
+    /// reports it.
+    pub max_record_bytes: Option<u64>,
     #[serde(with = "humantime_serde_compat")]
     pub discovery_interval: Duration,
 }
@@ -405,6 +409,7 @@ pub(crate) struct RawFlow {
     pub target_topic: Option<String>,
     pub on_oversize: Option<OversizePolicy>,
     pub dead_letter_topic: Option<String>,
+    pub max_record_bytes: Option<String>,
     pub discovery_interval: Option<String>,
     // objects
     pub prefix: Option<String>,

@@ -69,7 +69,7 @@ impl Checker {
         }
     }
 
-    fn bandwidth(&mut self, path: &str, value: Option<&str>) -> Option<u64> {
+    fn byte_size(&mut self, path: &str, value: Option<&str>) -> Option<u64> {
         let text = value?;
         let trimmed = text.trim().trim_end_matches("/s");
         match trimmed.parse::<bytesize::ByteSize>() {
@@ -82,7 +82,7 @@ impl Checker {
                 self.err(
                     path,
                     format!(
-                        "invalid byte rate \"{text}\": {e} (examples: \"50MiB\", \"200 MB/s\")"
+                        "invalid byte size \"{text}\": {e} (examples: \"50MiB\", \"200 MB/s\")"
                     ),
                 );
                 None
@@ -395,7 +395,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
                 c.err(format!("{p}.datasources[{j}]"), "must not be empty");
             }
         }
-        let bandwidth_limit = c.bandwidth(
+        let bandwidth_limit = c.byte_size(
             &format!("{p}.bandwidth_limit"),
             f.bandwidth_limit.as_deref(),
         );
@@ -517,6 +517,10 @@ fn kafka_flow(
         target_topic,
         on_oversize,
         dead_letter_topic,
+        max_record_bytes: c.byte_size(
+            &format!("{p}.max_record_bytes"),
+            f.max_record_bytes.as_deref(),
+        ),
         discovery_interval: c.duration(
             &format!("{p}.discovery_interval"),
             f.discovery_interval.as_deref(),
@@ -540,6 +544,7 @@ fn objects_flow(
     forbid(c, p, "target_topic", &f.target_topic, "objects");
     forbid(c, p, "on_oversize", &f.on_oversize, "objects");
     forbid(c, p, "dead_letter_topic", &f.dead_letter_topic, "objects");
+    forbid(c, p, "max_record_bytes", &f.max_record_bytes, "objects");
     forbid(c, p, "discovery_interval", &f.discovery_interval, "objects");
     let Some(prefix) = f.prefix.clone() else {
         c.err(

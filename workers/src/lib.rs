@@ -5,6 +5,7 @@
 //! - task kinds: the Kafka mirror (`kafka/`) and the object copy (`objects/`), each behind
 //!   [`TaskFactory`].
 
+pub mod kafka;
 pub mod metrics;
 pub mod runtime;
 pub mod task;
@@ -13,6 +14,8 @@ pub use runtime::{Worker, WorkerError, WorkerOptions};
 pub use task::{LeaseGuard, Progress, Task, TaskContext, TaskError, TaskFactory};
 
 /// The task kinds this build can run. A worker advertises exactly these as capabilities.
-pub fn builtin_factories() -> Vec<std::sync::Arc<dyn TaskFactory>> {
-    Vec::new()
+pub fn builtin_factories(metrics: &metrics::WorkerMetrics) -> Vec<std::sync::Arc<dyn TaskFactory>> {
+    vec![std::sync::Arc::new(kafka::KafkaFactory {
+        metrics: metrics.clone(),
+    })]
 }

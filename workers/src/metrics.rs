@@ -1,7 +1,9 @@
 //! Every metric a worker exports, defined once; call sites use these handles. Names follow
 //! `lockstep_<subsystem>_<name>_<unit>`, counters end in `_total`.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct WorkerMetrics {
@@ -11,6 +13,15 @@ pub struct WorkerMetrics {
     pub joins: IntCounter,
     pub heartbeats: IntCounterVec,
     pub lease_lost: IntCounter,
+    pub mirror_records: IntCounterVec,
+    pub mirror_bytes: IntCounterVec,
+    pub mirror_lag: IntGaugeVec,
+    pub mirror_latency: HistogramVec,
+    pub mirror_gaps: IntCounterVec,
+    pub mirror_gap_records: IntCounterVec,
+    pub mirror_skipped: IntCounterVec,
+    pub mirror_dead_letters: IntCounterVec,
+    pub mirror_errors: IntCounterVec,
 }
 
 /// Names as exported, for the catalog test.
@@ -20,7 +31,22 @@ pub const NAMES: &[&str] = &[
     "lockstep_worker_joins_total",
     "lockstep_worker_heartbeats_total",
     "lockstep_worker_lease_lost_total",
+    "lockstep_mirror_records_total",
+    "lockstep_mirror_bytes_total",
+    "lockstep_mirror_lag_records",
+    "lockstep_mirror_replication_latency_seconds",
+    "lockstep_mirror_gaps_total",
+    "lockstep_mirror_gap_records_total",
+    "lockstep_mirror_skipped_records_total",
+    "lockstep_mirror_dead_letter_records_total",
+    "lockstep_mirror_errors_total",
 ];
+
+const FS: &[&str] = &["flow", "site"];
+
+fn cv(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
 
 impl WorkerMetrics {
     pub fn new() -> Self {
@@ -46,6 +72,39 @@ impl WorkerMetrics {
                 "Times the lease ran out and every task was stopped.",
             )
             .expect("valid metric"),
+            mirror_records: cv(NAMES[5], "Records mirrored (delivered to the target).", FS),
+            mirror_bytes: cv(NAMES[6], "Key and value bytes mirrored.", FS),
+            mirror_lag: IntGaugeVec::new(
+                Opts::new(NAMES[7], "Source records not yet mirrored, per partition."),
+                &["flow", "site", "topic", "partition"],
+            )
+            .expect("valid metric"),
+            mirror_latency: HistogramVec::new(
+                HistogramOpts::new(NAMES[8], "Delivery time minus the record's timestamp.")
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                        300.0,
+                    ]),
+                FS,
+            )
+            .expect("valid metric"),
+            mirror_gaps: cv(
+                NAMES[9],
+                "Gaps: source retention removed records before they were mirrored.",
+                FS,
+            ),
+            mirror_gap_records: cv(NAMES[10], "Records lost to gaps.", FS),
+            mirror_skipped: cv(
+                NAMES[11],
+                "Records not mirrored, by reason: loop, oversize.",
+                &["flow", "site", "reason"],
+            ),
+            mirror_dead_letters: cv(NAMES[12], "Records sent to the dead-letter topic.", FS),
+            mirror_errors: cv(
+                NAMES[13],
+                "Mirror errors by kind: consume, produce, delivery, oversize.",
+                &["flow", "site", "kind"],
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.tasks_running.clone()),
@@ -53,6 +112,15 @@ impl WorkerMetrics {
             Box::new(m.joins.clone()),
             Box::new(m.heartbeats.clone()),
             Box::new(m.lease_lost.clone()),
+            Box::new(m.mirror_records.clone()),
+            Box::new(m.mirror_bytes.clone()),
+            Box::new(m.mirror_lag.clone()),
+            Box::new(m.mirror_latency.clone()),
+            Box::new(m.mirror_gaps.clone()),
+            Box::new(m.mirror_gap_records.clone()),
+            Box::new(m.mirror_skipped.clone()),
+            Box::new(m.mirror_dead_letters.clone()),
+            Box::new(m.mirror_errors.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {

@@ -1,0 +1,539 @@
+//! Fast tests of the Kafka mirror task on librdkafka's in-process mock clusters: content
+//! equality per partition, resume without duplicates, gaps, and the oversize policies.
+
+use lockstep_proto as pb;
+use lockstep_workers::kafka::headers;
+use lockstep_workers::metrics::WorkerMetrics;
+use lockstep_workers::{LeaseGuard, Progress, TaskContext, TaskFactory};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// One record as compared between source and target.
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct Rec {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    timestamp: Option<i64>,
+}
+
+fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `n` records round-robin over `partitions`; returns nothing, read back later.
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+    value_len: usize,
+    start: usize,
+) {
+    let p = producer(bootstrap);
+    let base_ts = 1_764_000_000_000i64;
+    for i in start..start + n {
+        let key = format!("key-{i}");
+        let mut value = format!("value-{i}-").into_bytes();
+        value.resize(value_len.max(value.len()), b'x');
+        let hdrs = OwnedHeaders::new()
+            .insert(Header {
+                key: "trace",
+                value: Some(format!("t{i}").as_bytes()),
+            })
+            .insert(Header {
+                key: "empty",
+                value: None::<&[u8]>,
+            });
+        let mut rec = BaseRecord::to(topic)
+            .partition((i % partitions as usize) as i32)
+            .payload(&value)
+            .headers(hdrs)
+            .timestamp(base_ts + i as i64);
+        if i % 10 != 0 {
+            rec = rec.key(&key); // every tenth record has no key
+        }
+        let mut rec = rec;
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Every record of a partition from `from` to the high watermark.
+fn read_partition(bootstrap: &str, topic: &str, partition: i32) -> Vec<(i64, Rec)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "verify")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let (low, high) = c
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut out = Vec::new();
+    if high <= low {
+        return out;
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(low))
+        .expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.offset(),
+                    Rec {
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                        timestamp: m.timestamp().to_millis(),
+                    },
+                ));
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => panic!("read {topic}/{partition}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+fn config_json(
+    source: &str,
+    site: &str,
+    site_bootstrap: &str,
+    source_bootstrap: &str,
+    extra: &str,
+) -> String {
+    let text = format!(
+        r#"
+[[sites]]
+name = "{site}"
+druid.router_url = "http://127.0.0.1:1"
+kafka.bootstrap_servers = "{site_bootstrap}"
+
+[[sources]]
+name = "{source}"
+kind = "kafka"
+kafka.bootstrap_servers = "{source_bootstrap}"
+
+[[flows]]
+name = "f"
+kind = "kafka"
+source = "{source}"
+topics = ["events"]
+discovery_interval = "1s"
+{extra}
+"#
+    );
+    let config = lockstep_config::parse(&text, "test.toml", None, &|_| None).expect("config");
+    serde_json::json!({
+        "flow": config.flows[0],
+        "source": config.sources[0],
+        "site": config.sites[0],
+    })
+    .to_string()
+}
+
+struct Running {
+    cancel: CancellationToken,
+    progress: Progress,
+    handle: tokio::task::JoinHandle<Result<(), lockstep_workers::TaskError>>,
+}
+
+fn start_task(
+    config_json: String,
+    site: &str,
+    index: u32,
+    count: u32,
+    metrics: &WorkerMetrics,
+) -> Running {
+    let spec = pb::TaskSpec {
+        task_id: format!("f/{site}/{index}"),
+        kind: "kafka".into(),
+        flow: "f".into(),
+        site: site.into(),
+        index,
+        count,
+        config_json,
+        assigned_generation: 1,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let factory = lockstep_workers::kafka::KafkaFactory {
+        metrics: metrics.clone(),
+    };
+    let task = factory.create(&spec).expect("create");
+    let cancel = CancellationToken::new();
+    let progress = Progress::new(&spec.task_id);
+    let ctx = TaskContext {
+        spec: Arc::new(spec),
+        shutdown: cancel.clone(),
+        lease: LeaseGuard::unbounded(),
+        progress: progress.clone(),
+    };
+    let handle = tokio::spawn(task.run(ctx));
+    Running {
+        cancel,
+        progress,
+        handle,
+    }
+}
+
+async fn wait_mirrored(tasks: &mut [&mut Running], expected: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    let progress: Vec<Progress> = tasks.iter().map(|t| t.progress.clone()).collect();
+    loop {
+        for t in tasks.iter_mut() {
+            if t.handle.is_finished() {
+                let r = (&mut t.handle).await;
+                panic!(
+                    "task ended early: {r:?}; progress {:?}",
+                    t.progress.snapshot()
+                );
+            }
+        }
+        let done: u64 = progress.iter().map(|p| p.snapshot().records).sum();
+        if done >= expected {
+            return;
+        }
+        let snaps: Vec<_> = progress.iter().map(|p| p.snapshot()).collect();
+        assert!(
+            Instant::now() < deadline,
+            "mirrored {done} of {expected} in {within:?}: {snaps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stop(r: Running) -> Result<(), lockstep_workers::TaskError> {
+    r.cancel.cancel();
+    r.handle.await.expect("task panicked")
+}
+
+/// The target record must be the source record plus lockstep's headers.
+fn assert_same(
+    topic: &str,
+    p: i32,
+    source: &[(i64, Rec)],
+    target: &[(i64, Rec)],
+    source_name: &str,
+) {
+    assert_eq!(source.len(), target.len(), "{topic}/{p}: record count");
+    for ((so, s), (_to, t)) in source.iter().zip(target) {
+        assert_eq!(s.key, t.key, "{topic}/{p}@{so}: key");
+        assert_eq!(s.value, t.value, "{topic}/{p}@{so}: value");
+        assert_eq!(s.timestamp, t.timestamp, "{topic}/{p}@{so}: timestamp");
+        let user: Vec<_> = t
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with("lockstep."))
+            .cloned()
+            .collect();
+        assert_eq!(s.headers, user, "{topic}/{p}@{so}: headers");
+        let offset = t
+            .headers
+            .iter()
+            .find(|(k, _)| k == headers::SRC_OFFSET)
+            .and_then(|(_, v)| v.clone());
+        assert_eq!(
+            offset,
+            Some(so.to_string().into_bytes()),
+            "{topic}/{p}@{so}: source offset header"
+        );
+        let origin = t
+            .headers
+            .iter()
+            .find(|(k, _)| k == headers::ORIGIN)
+            .and_then(|(_, v)| v.clone());
+        assert_eq!(
+            origin,
+            Some(source_name.as_bytes().to_vec()),
+            "{topic}/{p}@{so}: origin header"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mirrors_200k_records_over_8_partitions_to_two_sites() {
+    let source = MockCluster::new(1).expect("mock");
+    let site_a = MockCluster::new(1).expect("mock");
+    let site_b = MockCluster::new(1).expect("mock");
+    source.create_topic("events", 8, 1).expect("topic");
+    // The mock cluster does not implement CreateTopics: targets exist up front here (topic
+    // creation is covered on the external broker).
+    site_a.create_topic("events", 8, 1).expect("topic");
+    site_b.create_topic("events", 8, 1).expect("topic");
+    let src = source.bootstrap_servers();
+    let (a, b) = (site_a.bootstrap_servers(), site_b.bootstrap_servers());
+    let src2 = src.clone();
+    tokio::task::spawn_blocking(move || produce(&src2, "events", 8, 200_000, 48, 0))
+        .await
+        .expect("produce");
+
+    let metrics = WorkerMetrics::new();
+    // Site a: one task owns all partitions. Site b: two slots share them.
+    let mut ta = start_task(config_json("up", "a", &a, &src, ""), "a", 0, 1, &metrics);
+    let mut tb0 = start_task(
+        config_json("up", "b", &b, &src, "tasks = 2"),
+        "b",
+        0,
+        2,
+        &metrics,
+    );
+    let mut tb1 = start_task(
+        config_json("up", "b", &b, &src, "tasks = 2"),
+        "b",
+        1,
+        2,
+        &metrics,
+    );
+    let started = Instant::now();
+    wait_mirrored(&mut [&mut ta], 200_000, Duration::from_secs(60)).await;
+    wait_mirrored(&mut [&mut tb0, &mut tb1], 200_000, Duration::from_secs(60)).await;
+    println!("mirrored 2 x 200k records in {:?}", started.elapsed());
+    let pa = ta.progress.snapshot();
+    assert_eq!(pa.partitions.len(), 8);
+    assert!(pa
+        .partitions
+        .iter()
+        .all(|p| p.last_mirrored_source_offset + 1 == p.source_high_watermark));
+    assert_eq!(
+        tb0.progress.snapshot().partitions.len() + tb1.progress.snapshot().partitions.len(),
+        8
+    );
+    for r in [ta, tb0, tb1] {
+        stop(r).await.expect("clean stop");
+    }
+
+    let (src3, a3, b3) = (src.clone(), a.clone(), b.clone());
+    tokio::task::spawn_blocking(move || {
+        for p in 0..8 {
+            let s = read_partition(&src3, "events", p);
+            assert_eq!(s.len(), 25_000);
+            assert_same("a:events", p, &s, &read_partition(&a3, "events", p), "up");
+            assert_same("b:events", p, &s, &read_partition(&b3, "events", p), "up");
+        }
+    })
+    .await
+    .expect("verify");
+    let text = metrics.render();
+    assert!(
+        text.contains("lockstep_mirror_records_total{flow=\"f\",site=\"a\"} 200000"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resumes_after_the_last_mirrored_record_without_duplicates() {
+    let source = MockCluster::new(1).expect("mock");
+    let site = MockCluster::new(1).expect("mock");
+    source.create_topic("events", 2, 1).expect("topic");
+    site.create_topic("events", 2, 1).expect("topic");
+    let (src, dst) = (source.bootstrap_servers(), site.bootstrap_servers());
+    let s2 = src.clone();
+    tokio::task::spawn_blocking(move || produce(&s2, "events", 2, 5_000, 32, 0))
+        .await
+        .expect("produce");
+    let metrics = WorkerMetrics::new();
+    let cfg = config_json("up", "a", &dst, &src, "");
+    let mut t = start_task(cfg.clone(), "a", 0, 1, &metrics);
+    wait_mirrored(&mut [&mut t], 5_000, Duration::from_secs(60)).await;
+    stop(t).await.expect("stop");
+
+    // More records arrive while no task runs; a new task resumes exactly where the last stopped.
+    let s2 = src.clone();
+    tokio::task::spawn_blocking(move || produce(&s2, "events", 2, 3_000, 32, 5_000))
+        .await
+        .expect("produce");
+    let mut t = start_task(cfg, "a", 0, 1, &metrics);
+    wait_mirrored(&mut [&mut t], 3_000, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        t.progress.snapshot().records,
+        3_000,
+        "only the new records are mirrored"
+    );
+    stop(t).await.expect("stop");
+    let (s3, d3) = (src.clone(), dst.clone());
+    tokio::task::spawn_blocking(move || {
+        for p in 0..2 {
+            let s = read_partition(&s3, "events", p);
+            assert_eq!(s.len(), 4_000);
+            assert_same("events", p, &s, &read_partition(&d3, "events", p), "up");
+        }
+    })
+    .await
+    .expect("verify");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_truncated_past_the_resume_point_is_a_gap() {
+    let source = MockCluster::new(1).expect("mock");
+    let site = MockCluster::new(1).expect("mock");
+    source.create_topic("events", 1, 1).expect("topic");
+    for t in ["events", "events.dlq", "__lockstep_progress"] {
+        site.create_topic(t, 1, 1).expect("topic");
+    }
+    let (src, dst) = (source.bootstrap_servers(), site.bootstrap_servers());
+    let s2 = src.clone();
+    tokio::task::spawn_blocking(move || produce(&s2, "events", 1, 100, 32, 0))
+        .await
+        .expect("produce");
+    let metrics = WorkerMetrics::new();
+    let cfg = config_json("up", "a", &dst, &src, "");
+    let mut t = start_task(cfg.clone(), "a", 0, 1, &metrics);
+    wait_mirrored(&mut [&mut t], 100, Duration::from_secs(60)).await;
+    stop(t).await.expect("stop");
+
+    // 24 MiB more: the mock cluster prunes old segments (about 5 MiB kept per partition), so
+    // the source's low watermark passes offset 100, where the mirror would resume.
+    let s2 = src.clone();
+    tokio::task::spawn_blocking(move || produce(&s2, "events", 1, 24_000, 1024, 100))
+        .await
+        .expect("produce");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &src)
+        .create()
+        .expect("consumer");
+    let (low, high) = c
+        .fetch_watermarks("events", 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert!(low > 100, "the mock cluster pruned the source (low {low})");
+
+    let mut t = start_task(cfg, "a", 0, 1, &metrics);
+    wait_mirrored(&mut [&mut t], (high - low) as u64, Duration::from_secs(60)).await;
+    let snap = t.progress.snapshot();
+    assert_eq!(snap.partitions[0].gaps, (low - 100) as u64, "{snap:?}");
+    assert!(
+        snap.message.contains("gap: events/0 source offsets 100.."),
+        "{}",
+        snap.message
+    );
+    stop(t).await.expect("stop");
+    let text = metrics.render();
+    assert!(
+        text.contains("lockstep_mirror_gaps_total{flow=\"f\",site=\"a\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "lockstep_mirror_gap_records_total{{flow=\"f\",site=\"a\"}} {}",
+            low - 100
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_records_fail_the_task_or_go_to_the_dead_letter_topic() {
+    let source = MockCluster::new(1).expect("mock");
+    let site = MockCluster::new(1).expect("mock");
+    source.create_topic("events", 1, 1).expect("topic");
+    for t in ["events", "events.dlq", "__lockstep_progress"] {
+        site.create_topic(t, 1, 1).expect("topic");
+    }
+    let (src, dst) = (source.bootstrap_servers(), site.bootstrap_servers());
+    let s2 = src.clone();
+    // 10 small records, then one of 64 KiB, then 10 small.
+    tokio::task::spawn_blocking(move || {
+        produce(&s2, "events", 1, 10, 32, 0);
+        produce(&s2, "events", 1, 1, 64 * 1024, 10);
+        produce(&s2, "events", 1, 10, 32, 11);
+    })
+    .await
+    .expect("produce");
+    let metrics = WorkerMetrics::new();
+
+    let fail = start_task(
+        config_json("up", "a", &dst, &src, "max_record_bytes = \"16KiB\""),
+        "a",
+        0,
+        1,
+        &metrics,
+    );
+    let err = tokio::time::timeout(Duration::from_secs(30), fail.handle)
+        .await
+        .expect("the task stops by itself")
+        .expect("no panic")
+        .expect_err("on_oversize = fail stops the task");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("events/0@10") && msg.contains("on_oversize = \"fail\""),
+        "{msg}"
+    );
+    assert_eq!(
+        fail.progress.snapshot().records,
+        10,
+        "everything before the oversized record landed"
+    );
+
+    let mut dl = start_task(
+        config_json("up", "a", &dst, &src, "max_record_bytes = \"16KiB\"\non_oversize = \"dead_letter\"\ndead_letter_topic = \"events.dlq\""),
+        "a",
+        0,
+        1,
+        &metrics,
+    );
+    wait_mirrored(&mut [&mut dl], 10, Duration::from_secs(30)).await;
+    stop(dl).await.expect("stop");
+    let d2 = dst.clone();
+    let (dlq, target) = tokio::task::spawn_blocking(move || {
+        (
+            read_partition(&d2, "events.dlq", 0),
+            read_partition(&d2, "events", 0),
+        )
+    })
+    .await
+    .expect("read");
+    assert_eq!(dlq.len(), 1, "the oversized record is in the DLQ");
+    assert_eq!(dlq[0].1.value.as_ref().map(Vec::len), Some(64 * 1024));
+    assert!(dlq[0]
+        .1
+        .headers
+        .iter()
+        .any(|(k, _)| k == "lockstep.dlq.reason"));
+    assert_eq!(target.len(), 20, "every other record is mirrored once");
+    let text = metrics.render();
+    assert!(
+        text.contains("lockstep_mirror_dead_letter_records_total{flow=\"f\",site=\"a\"} 1"),
+        "{text}"
+    );
+}
