@@ -10,6 +10,21 @@ log "toolchain"
 cargo --version
 rustc --version
 
+log "test servers"
+# Where cargo and pip put their programs, whatever the caller's PATH says.
+export PATH="$HOME/.cargo/bin:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+# tansu: a Kafka-compatible broker for the end-to-end and fault suites (about 10 minutes to
+# build on 2 cores, once; the binary stays in ~/.cargo/bin).
+if ! command -v tansu >/dev/null 2>&1; then
+  cargo install tansu --version 0.6.0 --locked --features dynostore
+fi
+tansu --version 2>/dev/null || true
+# moto_server: S3, for tansu's durable storage in the fault suite (and object-store tests).
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet "moto[server]"
+fi
+command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl; }
+
 log "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

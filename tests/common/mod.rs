@@ -28,17 +28,35 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], log_dir: &Path) -> Proc {
+        Self::spawn_cmd(name, BIN, args, &[("RUST_LOG", "info")], log_dir)
+    }
+
+    /// Any program, with extra environment, logging to `<log_dir>/<name>.log` (appended, so a
+    /// restarted process keeps one log).
+    pub fn spawn_cmd(
+        name: &str,
+        program: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> Proc {
         let log = log_dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(BIN)
+        let child = Command::new(program)
             .args(args)
-            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .expect("spawn lockstep");
+            .unwrap_or_else(|e| {
+                panic!("cannot start {program}: {e} (tests/run.sh installs the test servers)")
+            });
         Proc {
             name: name.to_string(),
             child: Some(child),
@@ -112,6 +130,17 @@ pub struct Cluster {
 impl Cluster {
     /// `body` is the config without `[coordinator]`; timing is fast for tests.
     pub fn start(body: &str, lease_ttl_ms: u64, heartbeat_ms: u64, margin_ms: u64) -> Cluster {
+        Self::start_with(body, lease_ttl_ms, heartbeat_ms, margin_ms, true)
+    }
+
+    /// Like `start`, optionally without starting the coordinator yet.
+    pub fn start_with(
+        body: &str,
+        lease_ttl_ms: u64,
+        heartbeat_ms: u64,
+        margin_ms: u64,
+        run: bool,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let grpc_port = free_port();
         let http_port = free_port();
@@ -143,15 +172,16 @@ root = "{state}"
             coordinator: None,
             workers: BTreeMap::new(),
         };
-        cluster.start_coordinator();
+        if run {
+            cluster.start_coordinator();
+        }
         cluster
     }
 
     pub fn start_coordinator(&mut self) {
         let config = self.config.display().to_string();
-        let n = self.dir.path().read_dir().map(|d| d.count()).unwrap_or(0);
         let p = Proc::spawn(
-            &format!("coordinator-{n}"),
+            "coordinator",
             &["coordinator", "--config", &config],
             self.dir.path(),
         );
@@ -305,4 +335,117 @@ topics = ["views"]
 tasks = {tasks}
 "#
     )
+}
+
+/// `tansu`, a Kafka-compatible broker, as an external process on a free loopback port.
+pub struct Tansu {
+    pub proc: Proc,
+    pub port: u16,
+    pub storage: String,
+    pub envs: Vec<(String, String)>,
+    pub name: String,
+    pub log_dir: PathBuf,
+}
+
+impl Tansu {
+    pub fn start(name: &str, storage: &str, envs: &[(&str, &str)], log_dir: &Path) -> Tansu {
+        let port = free_port();
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = Self::spawn(name, port, storage, &envs, log_dir);
+        let t = Tansu {
+            proc,
+            port,
+            storage: storage.to_string(),
+            envs,
+            name: name.to_string(),
+            log_dir: log_dir.to_path_buf(),
+        };
+        t.wait_ready();
+        t
+    }
+
+    fn spawn(
+        name: &str,
+        port: u16,
+        storage: &str,
+        envs: &[(String, String)],
+        log_dir: &Path,
+    ) -> Proc {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Proc::spawn_cmd(
+            name,
+            "tansu",
+            &[
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                storage,
+            ],
+            &envs,
+            log_dir,
+        )
+    }
+
+    fn wait_ready(&self) {
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{} listening", self.name),
+            || std::net::TcpStream::connect(&addr).is_ok(),
+        );
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL and start again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = Self::spawn(
+            &self.name,
+            self.port,
+            &self.storage,
+            &self.envs,
+            &self.log_dir,
+        );
+        self.wait_ready();
+    }
+}
+
+/// `moto_server` (S3) on a free loopback port, with one bucket.
+pub struct Moto {
+    pub proc: Proc,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start(bucket: &str, log_dir: &Path) -> Moto {
+        let port = free_port();
+        let proc = Proc::spawn_cmd(
+            "moto",
+            "moto_server",
+            &["-H", "127.0.0.1", "-p", &port.to_string()],
+            &[],
+            log_dir,
+        );
+        let endpoint = format!("http://127.0.0.1:{port}");
+        wait_for(Duration::from_secs(30), "moto listening", || {
+            http_get(&endpoint, "/").is_ok()
+        });
+        let status = Command::new("curl")
+            .args(["-sf", "-X", "PUT", &format!("{endpoint}/{bucket}")])
+            .stdout(Stdio::null())
+            .status()
+            .expect("curl");
+        assert!(status.success(), "create bucket {bucket}");
+        Moto { proc, endpoint }
+    }
 }

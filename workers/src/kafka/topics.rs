@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn ownership_is_a_partition_and_stable_under_growth() {
         for count in 1..6u32 {
-            let mut seen = vec![0; 24];
+            let mut seen = [0; 24];
             for index in 0..count {
                 for p in owned_partitions("clicks", 24, index, count) {
                     seen[p as usize] += 1;
