@@ -840,25 +840,7 @@ impl Mirror {
                 "on_oversize = \"dead_letter\" without dead_letter_topic".into(),
             ));
         };
-        if !self.max_bytes.contains_key(&dlq) {
-            let tgt = format!("site {}", self.spec.site_name);
-            let existing =
-                topics::partition_count(self.tail.client(), &tgt, &dlq).map_err(topic_err)?;
-            let configs: BTreeMap<String, String> =
-                [("max.message.bytes".to_string(), "104857600".to_string())].into();
-            self.rt
-                .block_on(topics::ensure_target(
-                    &self.target_admin,
-                    &tgt,
-                    &dlq,
-                    1,
-                    existing,
-                    &configs,
-                ))
-                .map_err(topic_err)?;
-            self.wait_for_partitions(&dlq, 1)?;
-            self.max_bytes.insert(dlq.clone(), None);
-        }
+        self.ensure_single_partition_topic(&dlq, ("max.message.bytes", "104857600"))?;
         let partition = msg.partition().to_string();
         let hdrs = hdrs
             .insert(Header {
@@ -938,6 +920,36 @@ impl Mirror {
         Ok(())
     }
 
+    /// Creates (once per task run) a one-partition topic of lockstep's own on the target: the
+    /// dead-letter topic or `__lockstep_progress`.
+    fn ensure_single_partition_topic(
+        &mut self,
+        topic: &str,
+        config: (&str, &str),
+    ) -> Result<(), TaskError> {
+        if self.max_bytes.contains_key(topic) {
+            return Ok(());
+        }
+        let site = format!("site {}", self.spec.site_name);
+        let existing =
+            topics::partition_count(self.tail.client(), &site, topic).map_err(topic_err)?;
+        let configs: BTreeMap<String, String> =
+            [(config.0.to_string(), config.1.to_string())].into();
+        self.rt
+            .block_on(topics::ensure_target(
+                &self.target_admin,
+                &site,
+                topic,
+                1,
+                existing,
+                &configs,
+            ))
+            .map_err(topic_err)?;
+        self.wait_for_partitions(topic, 1)?;
+        self.max_bytes.insert(topic.to_string(), None);
+        Ok(())
+    }
+
     fn commit_transaction(&mut self) -> Result<(), TaskError> {
         let site = format!("site {}", self.spec.site_name);
         self.producer
@@ -978,24 +990,7 @@ impl Mirror {
         {
             return Err(TaskError::Failed(e));
         }
-        if !self.max_bytes.contains_key(PROGRESS_TOPIC) {
-            let existing = topics::partition_count(self.tail.client(), &site, PROGRESS_TOPIC)
-                .map_err(topic_err)?;
-            let configs: BTreeMap<String, String> =
-                [("cleanup.policy".to_string(), "compact".to_string())].into();
-            self.rt
-                .block_on(topics::ensure_target(
-                    &self.target_admin,
-                    &site,
-                    PROGRESS_TOPIC,
-                    1,
-                    existing,
-                    &configs,
-                ))
-                .map_err(topic_err)?;
-            self.wait_for_partitions(PROGRESS_TOPIC, 1)?;
-            self.max_bytes.insert(PROGRESS_TOPIC.to_string(), None);
-        }
+        self.ensure_single_partition_topic(PROGRESS_TOPIC, ("cleanup.policy", "compact"))?;
         for (key, next) in values {
             let value = next.to_string();
             let opaque = Box::new(Opaque {
