@@ -224,8 +224,8 @@ root = "{state}"
             .collect()
     }
 
-    /// Waits until every task is assigned (phase "assigned") to the given workers only, and
-    /// every one of those workers reports each of its tasks through a heartbeat.
+    /// Waits until every given worker has joined, every task is assigned (phase "assigned")
+    /// to those workers only, and each task has been reported through a heartbeat.
     pub async fn settled(
         &self,
         total: usize,
@@ -243,7 +243,12 @@ root = "{state}"
                 .collect();
             let reported = status.tasks.iter().filter(|t| t.progress.is_some()).count();
             let on_expected = assigned.values().all(|w| workers.contains(&w.as_str()));
-            if assigned.len() == total && on_expected && reported == total {
+            // Every expected worker must have joined: otherwise a state in which a slow
+            // starter has not arrived yet would pass for settled.
+            let all_joined = workers
+                .iter()
+                .all(|id| status.workers.iter().any(|w| w.worker_id == *id));
+            if assigned.len() == total && on_expected && all_joined && reported == total {
                 return assigned;
             }
             if Instant::now() > deadline {

@@ -104,6 +104,7 @@ impl Worker {
         let mut client = WorkerServiceClient::new(endpoint.connect_lazy());
         let (lease_tx, lease_rx) = watch::channel(Instant::now());
         let mut running: HashMap<String, Running> = HashMap::new();
+        let mut stopping: HashMap<String, JoinHandle<()>> = HashMap::new();
         let mut session: Option<(u64, Lease)> = None;
 
         'session: loop {
@@ -137,7 +138,7 @@ impl Worker {
                         tracing::info!(worker = %self.opts.worker_id, generation = r.generation, coordinator = %r.coordinator_id, tasks = r.assigned.len(), "joined");
                         self.metrics.joins.inc();
                         let stopped = self
-                            .reconcile(&mut running, &r.assigned, &[], &lease_rx)
+                            .reconcile(&mut running, &mut stopping, &r.assigned, &[], &lease_rx)
                             .await;
                         session = Some((r.generation, lease));
                         if !stopped.is_empty() {
@@ -188,7 +189,13 @@ impl Worker {
                         generation = r.generation;
                         let _ = lease_tx.send(sent + lease.ttl.saturating_sub(lease.safety));
                         let stopped = self
-                            .reconcile(&mut running, &r.assigned, &r.revoked, &lease_rx)
+                            .reconcile(
+                                &mut running,
+                                &mut stopping,
+                                &r.assigned,
+                                &r.revoked,
+                                &lease_rx,
+                            )
                             .await;
                         if !stopped.is_empty() {
                             self.release(&mut client, generation, stopped).await;
@@ -221,6 +228,14 @@ impl Worker {
         // Shutdown: stop everything cleanly, then leave so the tasks move without a lease wait.
         tracing::info!(worker = %self.opts.worker_id, tasks = running.len(), "shutting down: stopping tasks");
         self.stop_tasks(&mut running, None).await;
+        for (id, handle) in stopping {
+            if tokio::time::timeout(self.opts.stop_timeout, handle)
+                .await
+                .is_err()
+            {
+                tracing::error!(worker = %self.opts.worker_id, task = %id, "task did not stop in time");
+            }
+        }
         if let Some((generation, _)) = session {
             let req = pb::LeaveRequest {
                 worker_id: self.opts.worker_id.clone(),
@@ -243,6 +258,7 @@ impl Worker {
     async fn reconcile(
         &self,
         running: &mut HashMap<String, Running>,
+        stopping: &mut HashMap<String, JoinHandle<()>>,
         assigned: &[pb::TaskSpec],
         revoked: &[String],
         lease: &watch::Receiver<Instant>,
@@ -255,16 +271,33 @@ impl Worker {
             .collect();
         let mut release: BTreeSet<String> = revoked
             .iter()
-            .filter(|id| !running.contains_key(*id))
+            .filter(|id| !running.contains_key(*id) && !stopping.contains_key(*id))
             .cloned()
             .collect();
+        // Revoked tasks stop in the background, so heartbeats (and the lease) go on while a
+        // task winds down; each is released only once it has really finished.
         if !to_stop.is_empty() {
             tracing::info!(worker = %self.opts.worker_id, tasks = ?to_stop, "stopping revoked tasks");
-            self.stop_tasks(running, Some(&to_stop)).await;
-            release.extend(to_stop);
+            for id in to_stop {
+                if let Some(r) = running.remove(&id) {
+                    r.progress.set_state(pb::TaskState::Stopping, "");
+                    r.cancel.cancel();
+                    stopping.insert(id, r.handle);
+                }
+            }
+        }
+        let finished: Vec<String> = stopping
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in finished {
+            stopping.remove(&id);
+            tracing::info!(worker = %self.opts.worker_id, task = %id, "task stopped");
+            release.insert(id);
         }
         for spec in assigned {
-            if running.contains_key(&spec.task_id) {
+            if running.contains_key(&spec.task_id) || stopping.contains_key(&spec.task_id) {
                 continue;
             }
             let progress = Progress::new(&spec.task_id);

@@ -33,7 +33,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, Thre
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -60,11 +60,35 @@ impl MirrorTask {
 impl Task for MirrorTask {
     async fn run(self: Box<Self>, ctx: TaskContext) -> Result<(), TaskError> {
         let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            Mirror::start(self.spec, self.metrics, &ctx, handle)?.run(&ctx)
-        })
-        .await
-        .map_err(|e| TaskError::Failed(format!("mirror thread ended abnormally: {e}")))?
+        // Set once the loop may produce. Before that, a stop need not wait for start-up's
+        // blocking broker calls (up to their timeouts): the loop checks cancellation before
+        // its first send, so an abandoned start-up can never write.
+        let producing = Arc::new(AtomicBool::new(false));
+        let flag = producing.clone();
+        let c = ctx.clone();
+        let mut join = tokio::task::spawn_blocking(move || {
+            let mirror = Mirror::start(self.spec, self.metrics, &c, handle)?;
+            flag.store(true, Ordering::SeqCst);
+            mirror.run(&c)
+        });
+        let joined = tokio::select! {
+            r = &mut join => r,
+            _ = ctx.shutdown.cancelled() => {
+                if producing.load(Ordering::SeqCst) {
+                    // Producing: wait for the flush, so a successor's tail read sees the end.
+                    (&mut join).await
+                } else {
+                    match tokio::time::timeout(Duration::from_millis(500), &mut join).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!("stopped during start-up; a broker call is still pending and will be dropped");
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        };
+        joined.map_err(|e| TaskError::Failed(format!("mirror thread ended abnormally: {e}")))?
     }
 }
 
