@@ -155,6 +155,27 @@ impl WorkerService for Workers {
 
 struct Admin(Arc<Shared>);
 
+impl Admin {
+    /// PauseFlow and ResumeFlow: one state change, persisted before the reply.
+    async fn set_paused(
+        &self,
+        req: Request<pb::FlowRequest>,
+        paused: bool,
+    ) -> Result<Response<pb::FlowResponse>, Status> {
+        let flow = req.into_inner().flow;
+        let result = self
+            .0
+            .call(|c, _| {
+                c.pause_flow(&flow, paused)
+                    .map(|generation| pb::FlowResponse { generation })
+            })
+            .await;
+        let rpc = if paused { "PauseFlow" } else { "ResumeFlow" };
+        tracing::info!(flow = %flow, ok = result.is_ok(), rpc, "flow pause state");
+        finish(&self.0, rpc, result)
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for Admin {
     async fn status(
@@ -169,32 +190,14 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::FlowRequest>,
     ) -> Result<Response<pb::FlowResponse>, Status> {
-        let flow = req.into_inner().flow;
-        let result = self
-            .0
-            .call(|c, _| {
-                c.pause_flow(&flow, true)
-                    .map(|generation| pb::FlowResponse { generation })
-            })
-            .await;
-        tracing::info!(flow = %flow, ok = result.is_ok(), "pause flow");
-        finish(&self.0, "PauseFlow", result)
+        self.set_paused(req, true).await
     }
 
     async fn resume_flow(
         &self,
         req: Request<pb::FlowRequest>,
     ) -> Result<Response<pb::FlowResponse>, Status> {
-        let flow = req.into_inner().flow;
-        let result = self
-            .0
-            .call(|c, _| {
-                c.pause_flow(&flow, false)
-                    .map(|generation| pb::FlowResponse { generation })
-            })
-            .await;
-        tracing::info!(flow = %flow, ok = result.is_ok(), "resume flow");
-        finish(&self.0, "ResumeFlow", result)
+        self.set_paused(req, false).await
     }
 
     async fn drain_worker(

@@ -114,6 +114,16 @@ struct DeliveryShared {
     labels: [String; 2],
 }
 
+impl DeliveryShared {
+    /// The first delivery error since the last call, if any.
+    fn take_error(&self) -> Option<String> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
 /// Delivery reports, called on the producer's thread.
 struct DeliveryCtx(Arc<DeliveryShared>);
 
@@ -617,13 +627,7 @@ impl Mirror {
             if !ctx.lease.valid() {
                 break Err(TaskError::LeaseLost);
             }
-            if let Some(e) = self
-                .shared
-                .first_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-            {
+            if let Some(e) = self.shared.take_error() {
                 self.count_error("delivery");
                 break Err(TaskError::Failed(e));
             }
@@ -1000,20 +1004,7 @@ impl Mirror {
             .filter(|p| p.skipped_since_write)
             .map(|p| (self.progress_key(&p.topic, p.partition), p.next))
             .collect();
-        if self.transactional {
-            self.commit_transaction()?;
-        } else {
-            self.producer.flush(TIMEOUT).map_err(kerr("flush", &site))?;
-        }
-        if let Some(e) = self
-            .shared
-            .first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            return Err(TaskError::Failed(e));
-        }
+        self.land(true)?;
         self.ensure_single_partition_topic(PROGRESS_TOPIC, ("cleanup.policy", "compact"))?;
         for (key, next) in values {
             let value = next.to_string();
@@ -1039,25 +1030,27 @@ impl Mirror {
 
     /// Clean stop: everything produced lands, then progress is written and lands too.
     fn finish(&mut self) -> Result<(), TaskError> {
-        let site = format!("site {}", self.spec.site_name);
         self.write_progress()?;
-        if self.transactional {
+        self.land(false)
+    }
+
+    /// Makes everything produced so far land (transaction committed, or queue flushed), then
+    /// reports the first delivery error, if any. `reopen` begins the next transaction.
+    fn land(&mut self, reopen: bool) -> Result<(), TaskError> {
+        let site = format!("site {}", self.spec.site_name);
+        if self.transactional && reopen {
+            self.commit_transaction()?;
+        } else if self.transactional {
             self.producer
                 .commit_transaction(TIMEOUT)
                 .map_err(kerr("commit_transaction", &site))?;
         } else {
             self.producer.flush(TIMEOUT).map_err(kerr("flush", &site))?;
         }
-        if let Some(e) = self
-            .shared
-            .first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            return Err(TaskError::Failed(e));
+        match self.shared.take_error() {
+            Some(e) => Err(TaskError::Failed(e)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Progress for the heartbeat and lag gauges, from cached watermarks (no network call).
