@@ -3,7 +3,7 @@
 //! restarted once and the target broker is restarted once. Afterwards the target must hold
 //! exactly the source's records: none missing, none twice, in order, byte-identical.
 //!
-//! The target broker keeps its data in S3 (moto) so that it survives its restart.
+//! Both brokers keep their data in SQLite files, so the target survives its restart.
 //! `LOCKSTEP_FAULT_RECORDS` changes the record count (default 500,000).
 
 mod common;
@@ -146,16 +146,8 @@ async fn exactly_once_through_worker_kills_coordinator_and_broker_restarts() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(500_000);
     let logs = tempfile::tempdir().expect("tempdir");
-    let moto = Moto::start("tansu", logs.path());
-    let aws = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_ENDPOINT", moto.endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
-    let source = Tansu::start("tansu-source", "memory://tansu/", &[], logs.path());
-    let mut target = Tansu::start("tansu-target", "s3://tansu/", &aws, logs.path());
+    let source = Tansu::sqlite("tansu-source", logs.path());
+    let mut target = Tansu::sqlite("tansu-target", logs.path());
     let (src, dst) = (source.bootstrap(), target.bootstrap());
 
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()

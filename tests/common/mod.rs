@@ -40,6 +40,18 @@ impl Proc {
         envs: &[(&str, &str)],
         log_dir: &Path,
     ) -> Proc {
+        Self::spawn_in(name, program, args, envs, None, log_dir)
+    }
+
+    /// [`Proc::spawn_cmd`] in a working directory.
+    pub fn spawn_in(
+        name: &str,
+        program: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        cwd: Option<&Path>,
+        log_dir: &Path,
+    ) -> Proc {
         let log = log_dir.join(format!("{name}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -47,7 +59,11 @@ impl Proc {
             .open(&log)
             .expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(program)
+        let mut cmd = Command::new(program);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let child = cmd
             .args(args)
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -343,6 +359,25 @@ tasks = {tasks}
 }
 
 /// `tansu`, a Kafka-compatible broker, as an external process on a free loopback port.
+/// The tansu binary: `$LOCKSTEP_TANSU`, else the build tests/run.sh installs (with the
+/// SQLite storage engine), else `tansu` on PATH.
+pub fn tansu_program() -> String {
+    if let Ok(p) = std::env::var("LOCKSTEP_TANSU") {
+        return p;
+    }
+    if let Ok(home) = std::env::var("HOME") {
+        let p = Path::new(&home).join(".cache/lockstep/tansu-0.6.0-sql/bin/tansu");
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    "tansu".to_string()
+}
+
+/// A tansu broker (Kafka protocol) on a free loopback port. `Tansu::sqlite` keeps its data in
+/// a SQLite file under the log dir, so it survives a restart. (tansu 0.6's object-store engine,
+/// `memory://` or `s3://`, answers ListOffsets(latest) with the last batch's base offset + 1 and
+/// cannot fetch from an offset inside a batch, so it is not a faithful Kafka for our tests.)
 pub struct Tansu {
     pub proc: Proc,
     pub port: u16,
@@ -350,40 +385,57 @@ pub struct Tansu {
     pub envs: Vec<(String, String)>,
     pub name: String,
     pub log_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Tansu {
-    pub fn start(name: &str, storage: &str, envs: &[(&str, &str)], log_dir: &Path) -> Tansu {
+    /// A broker whose data lives in `<log_dir>/<name>-data/tansu.db`.
+    pub fn sqlite(name: &str, log_dir: &Path) -> Tansu {
+        let data = log_dir.join(format!("{name}-data"));
+        std::fs::create_dir_all(&data).expect("tansu data dir");
+        Self::start_in(name, "sqlite://tansu.db", &[], Some(data), log_dir)
+    }
+
+    fn start_in(
+        name: &str,
+        storage: &str,
+        envs: &[(&str, &str)],
+        data_dir: Option<PathBuf>,
+        log_dir: &Path,
+    ) -> Tansu {
         let port = free_port();
         let envs: Vec<(String, String)> = envs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let proc = Self::spawn(name, port, storage, &envs, log_dir);
-        let t = Tansu {
-            proc,
+        let mut t = Tansu {
+            proc: Proc {
+                name: name.to_string(),
+                child: None,
+                log: log_dir.join(format!("{name}.log")),
+            },
             port,
             storage: storage.to_string(),
             envs,
             name: name.to_string(),
             log_dir: log_dir.to_path_buf(),
+            data_dir,
         };
+        t.proc = t.spawn();
         t.wait_ready();
         t
     }
 
-    fn spawn(
-        name: &str,
-        port: u16,
-        storage: &str,
-        envs: &[(String, String)],
-        log_dir: &Path,
-    ) -> Proc {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Proc::spawn_cmd(
-            name,
-            "tansu",
+    fn spawn(&self) -> Proc {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Proc::spawn_in(
+            &self.name,
+            &tansu_program(),
             &[
                 "broker",
                 "--listener-url",
@@ -391,10 +443,11 @@ impl Tansu {
                 "--advertised-listener-url",
                 &url,
                 "--storage-engine",
-                storage,
+                &self.storage,
             ],
             &envs,
-            log_dir,
+            self.data_dir.as_deref(),
+            &self.log_dir,
         )
     }
 
@@ -414,13 +467,7 @@ impl Tansu {
     /// SIGKILL and start again on the same port and storage.
     pub fn restart(&mut self) {
         self.proc.kill();
-        self.proc = Self::spawn(
-            &self.name,
-            self.port,
-            &self.storage,
-            &self.envs,
-            &self.log_dir,
-        );
+        self.proc = self.spawn();
         self.wait_ready();
     }
 }
