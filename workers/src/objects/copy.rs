@@ -29,9 +29,10 @@ use tokio_util::sync::CancellationToken;
 pub const CHUNK: usize = 8 << 20;
 /// Parts uploaded in parallel for one large object.
 pub const WRITE_CONCURRENCY: usize = 2;
-/// User-metadata keys (valid both as S3 `x-amz-meta-*` and as Azure C#-identifier names).
-pub const META_CRC32: &str = "lockstep_crc32";
-pub const META_SOURCE_ETAG: &str = "lockstep_source_etag";
+/// User-metadata keys: letters and digits only, valid as S3 `x-amz-meta-*` headers (some
+/// WSGI-based servers drop header names with `_`) and as Azure names (C# identifiers).
+pub const META_CRC32: &str = "lockstepcrc32";
+pub const META_SOURCE_ETAG: &str = "lockstepsourceetag";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {

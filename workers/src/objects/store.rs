@@ -100,6 +100,10 @@ fn options(store: &ObjectStore) -> HashMap<String, String> {
 
 /// An operator for `store`, with retry and timeout layers.
 pub fn operator(store: &ObjectStore) -> Result<Operator, StoreError> {
+    // Built without opendal's default features, the reqwest HTTP transport is installed
+    // explicitly, once per process.
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(opendal::install_default);
     let opts = options(store);
     let op = match store.service {
         StoreService::S3 => Operator::from_iter::<opendal::services::S3>(opts),

@@ -153,7 +153,12 @@ impl Syncer {
             dst_prefix: store::dir_prefix(&spec.flow.target_prefix),
             copy_opts: CopyOptions {
                 chunk: copy::CHUNK,
-                limiter: Limiter::new(spec.flow.bandwidth_limit),
+                // The flow's limit is per site: each of the site's shards gets its share.
+                limiter: Limiter::new(
+                    spec.flow
+                        .bandwidth_limit
+                        .map(|b| (b / u64::from(spec.shards.max(1))).max(1)),
+                ),
                 user_metadata,
             },
             fs_target: spec.target.service == lockstep_config::StoreService::Fs,
