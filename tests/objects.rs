@@ -512,6 +512,10 @@ interval = "1h"
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_same(&read_all(&dst, "crash/").await, &want, "after resume");
+    eprintln!(
+        "killed with {visible} objects visible and {recorded} recorded; after restart: {} skipped, {} copied",
+        done.objects_skipped, done.objects_copied
+    );
     assert_eq!(done.failures, 0);
     assert_eq!(
         done.objects_skipped, recorded,

@@ -118,6 +118,40 @@ enum Done {
     Cancelled,
 }
 
+/// A shard as a cycle sees it: the manifest's records, plus what the listings say. This is
+/// the memory a cycle needs in proportion to the shard's object count.
+pub struct ShardState {
+    slots: BTreeMap<String, Slot>,
+}
+
+impl ShardState {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+/// Loads a shard's manifest from `dir` of the site store into the cycle's shape.
+pub async fn load_state(target: &Operator, dir: &str) -> Result<(Manifest, ShardState), SyncError> {
+    let (manifest, records) = Manifest::load(target, dir).await?;
+    let slots = records
+        .into_iter()
+        .map(|(k, rec)| {
+            (
+                k,
+                Slot {
+                    rec: Some(rec),
+                    ..Slot::default()
+                },
+            )
+        })
+        .collect();
+    Ok((manifest, ShardState { slots }))
+}
+
 /// Pending work: (source mtime, job id) -> bytes, for the oldest-pending figure.
 #[derive(Default)]
 struct Pending {
@@ -196,19 +230,8 @@ impl Syncer {
         let (shard, shards) = (self.spec.shard, self.spec.shards);
         let mdir = manifest::dir(&self.spec.flow_name, shard, shards);
         self.set_message("loading manifest");
-        let (mut manifest, records) = Manifest::load(&self.target, &mdir).await?;
-        let mut slots: BTreeMap<String, Slot> = records
-            .into_iter()
-            .map(|(k, rec)| {
-                (
-                    k,
-                    Slot {
-                        rec: Some(rec),
-                        ..Slot::default()
-                    },
-                )
-            })
-            .collect();
+        let (mut manifest, state) = load_state(&self.target, &mdir).await?;
+        let mut slots = state.slots;
         let list_target = !manifest.existed || flow.delete || flow.verify == VerifyMode::Checksum;
         if list_target {
             self.set_message("listing target");
