@@ -272,8 +272,10 @@ impl Syncer {
                     break;
                 };
                 if !lease.valid() {
+                    // Another worker may own this shard now: stop writing at once.
                     queue.push_front((id, age, bytes, job));
                     outcome = Err(SyncError::LeaseLost);
+                    jobs_cancel.cancel();
                     break;
                 }
                 let (source, target) = (self.source.clone(), self.target.clone());
@@ -416,6 +418,10 @@ impl Syncer {
                         jobs_cancel.cancel();
                     }
                     self.report(&pending, queue.len() + inflight.len());
+                    if outcome.is_ok() && !dry_run && !lease.valid() {
+                        outcome = Err(SyncError::LeaseLost);
+                        jobs_cancel.cancel();
+                    }
                 }
                 _ = shutdown.cancelled(), if outcome.is_ok() => {
                     // In-flight writes abort (nothing partial stays visible); finished ones
