@@ -4,7 +4,7 @@
 //! - Objects up to one chunk are read whole, checksummed, then written in one request, with
 //!   the checksum in the object's user metadata where the service supports it.
 //! - Larger objects stream chunk by chunk into a multipart / block-list writer (memory: one
-//!   read chunk plus `WRITE_CONCURRENCY` write chunks). Their user metadata carries the source
+//!   streaming GET's buffers plus `WRITE_CONCURRENCY` write chunks). Their user metadata carries the source
 //!   etag only: metadata must be sent before the first part, when the checksum is not known
 //!   yet, so their checksum lives in the manifest.
 //! - The object appears at its final key only when the write completes (S3
@@ -179,11 +179,9 @@ pub async fn copy_object(
         };
         (crc, src.size, m)
     } else {
-        let reader = source
-            .reader_with(from)
-            .chunk(opts.chunk)
-            .await
-            .map_err(read_err)?;
+        // No `chunk` on the reader: one streaming GET, not a series of range requests (which
+        // some servers, moto among them, serve by loading the whole object each time).
+        let reader = source.reader(from).await.map_err(read_err)?;
         let mut stream = reader.into_bytes_stream(..).await.map_err(read_err)?;
         let mut wb = target
             .writer_with(to)
@@ -254,14 +252,13 @@ pub async fn copy_object(
 pub async fn checksum(
     op: &Operator,
     path: &str,
-    chunk: usize,
     cancel: &CancellationToken,
 ) -> Result<(u32, u64), CopyError> {
     let read_err = |source| CopyError::Read {
         path: path.to_string(),
         source,
     };
-    let reader = op.reader_with(path).chunk(chunk).await.map_err(read_err)?;
+    let reader = op.reader(path).await.map_err(read_err)?;
     let mut stream = reader.into_bytes_stream(..).await.map_err(read_err)?;
     let mut hasher = crc32fast::Hasher::new();
     let mut n = 0u64;
@@ -307,7 +304,7 @@ mod tests {
             assert_eq!(c.crc32, crc32fast::hash(&data));
             assert_eq!(dst.read(name).await.unwrap().to_vec(), data);
             assert!(c.target.mtime_ms.is_some());
-            let (crc, n) = checksum(&dst, name, 4096, &cancel).await.unwrap();
+            let (crc, n) = checksum(&dst, name, &cancel).await.unwrap();
             assert_eq!((crc, n), (c.crc32, len as u64));
         }
         // No temp files left behind.

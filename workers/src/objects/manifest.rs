@@ -216,11 +216,7 @@ async fn read_lines(
     path: &str,
     records: &mut BTreeMap<String, Record>,
 ) -> Result<(), SyncError> {
-    let reader = op
-        .reader_with(path)
-        .chunk(BASE_CHUNK)
-        .await
-        .map_err(|e| err(path, e))?;
+    let reader = op.reader(path).await.map_err(|e| err(path, e))?;
     let mut stream = reader
         .into_bytes_stream(..)
         .await

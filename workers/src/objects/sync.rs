@@ -681,32 +681,30 @@ async fn run_job(
                 Err(e) => failed("copy", &e),
             }
         }
-        Job::Verify { src, crc32, .. } => {
-            match copy::checksum(target, &to, opts.chunk, cancel).await {
-                Ok((crc, n)) if crc == crc32 && n == src.size => match target.stat(&to).await {
-                    Ok(m) => Done::Verified {
-                        key: key.clone(),
-                        target: copy::meta_of(&m),
-                    },
-                    Err(e) => failed("verify", &e),
+        Job::Verify { src, crc32, .. } => match copy::checksum(target, &to, cancel).await {
+            Ok((crc, n)) if crc == crc32 && n == src.size => match target.stat(&to).await {
+                Ok(m) => Done::Verified {
+                    key: key.clone(),
+                    target: copy::meta_of(&m),
                 },
-                Ok(_) => {
-                    tracing::warn!(key = %key, "target object differs from what was copied; copying again");
-                    match copy::copy_object(source, target, &from, &to, &src, opts, cancel).await {
-                        Ok(copied) => Done::Copied {
-                            key: key.clone(),
-                            src,
-                            copied,
-                            reason: Reason::TargetChanged,
-                        },
-                        Err(copy::CopyError::Cancelled) => Done::Cancelled,
-                        Err(e) => failed("copy", &e),
-                    }
-                }
-                Err(copy::CopyError::Cancelled) => Done::Cancelled,
                 Err(e) => failed("verify", &e),
+            },
+            Ok(_) => {
+                tracing::warn!(key = %key, "target object differs from what was copied; copying again");
+                match copy::copy_object(source, target, &from, &to, &src, opts, cancel).await {
+                    Ok(copied) => Done::Copied {
+                        key: key.clone(),
+                        src,
+                        copied,
+                        reason: Reason::TargetChanged,
+                    },
+                    Err(copy::CopyError::Cancelled) => Done::Cancelled,
+                    Err(e) => failed("copy", &e),
+                }
             }
-        }
+            Err(copy::CopyError::Cancelled) => Done::Cancelled,
+            Err(e) => failed("verify", &e),
+        },
         Job::Delete { .. } => match target.delete(&to).await {
             Ok(()) => Done::Deleted { key: key.clone() },
             Err(e) => failed("delete", &e),
