@@ -517,6 +517,13 @@ interval = "1h"
         done.objects_skipped, done.objects_copied
     );
     assert_eq!(done.failures, 0);
+    // The same figures in the coordinator's HTTP status.
+    let (code, body) = http_get(&cluster.http, "/api/v1/status").expect("status");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(&format!("\"objects_skipped\":{recorded}")),
+        "{body}"
+    );
     assert_eq!(
         done.objects_skipped, recorded,
         "skipped = recorded before the kill"
