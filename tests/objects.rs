@@ -392,18 +392,27 @@ async fn objects_progress(cluster: &Cluster) -> Option<lockstep_proto::ObjectPro
 }
 
 /// Checks every object visible at the target is complete; returns how many are visible.
+/// With `stop_at`, returns before reading anything once that many are visible (so that the
+/// kill lands early; what is visible then is checked right after the kill).
 async fn check_visible(
     dst: &Operator,
     want: &BTreeMap<String, Vec<u8>>,
     verified: &mut std::collections::BTreeSet<String>,
+    stop_at: Option<usize>,
 ) -> usize {
-    let entries = dst.list_with("crash/").recursive(true).await.expect("list");
-    let mut n = 0;
+    let entries: Vec<_> = dst
+        .list_with("crash/")
+        .recursive(true)
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|e| e.metadata().is_file())
+        .collect();
+    let n = entries.len();
+    if stop_at.is_some_and(|s| n >= s) {
+        return n;
+    }
     for e in entries {
-        if !e.metadata().is_file() {
-            continue;
-        }
-        n += 1;
         let rel = e.path().strip_prefix("crash/").unwrap().to_string();
         if verified.contains(&rel) {
             continue;
@@ -454,7 +463,7 @@ source = "fssrc"
 prefix = ""
 target_prefix = "crash/"
 concurrency = 4
-bandwidth_limit = "4MiB"
+bandwidth_limit = "3MiB"
 interval = "1h"
 "#,
         dst = toml_s3(&moto.endpoint, "dst"),
@@ -468,7 +477,7 @@ interval = "1h"
     // Let it copy part of the prefix, checking what is visible all along.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let n = check_visible(&dst, &want, &mut verified).await;
+        let n = check_visible(&dst, &want, &mut verified, Some(60)).await;
         if n >= 60 {
             break;
         }
@@ -479,7 +488,7 @@ interval = "1h"
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     cluster.workers.get_mut("w1").unwrap().kill();
-    let visible = check_visible(&dst, &want, &mut verified).await;
+    let visible = check_visible(&dst, &want, &mut verified, None).await;
     let (_, recorded) = manifest::Manifest::load(&dst, &manifest::dir("crashflow", 0, 1))
         .await
         .expect("manifest");
@@ -498,7 +507,7 @@ interval = "1h"
     cluster.start_worker("w1");
     let deadline = Instant::now() + Duration::from_secs(120);
     let done = loop {
-        check_visible(&dst, &want, &mut verified).await;
+        check_visible(&dst, &want, &mut verified, None).await;
         if let Some(p) = objects_progress(&cluster).await {
             if p.cycles >= 1 {
                 break p;
