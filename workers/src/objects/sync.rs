@@ -249,7 +249,7 @@ impl Syncer {
             .recursive(true)
             .await
             .map_err(|source| SyncError::List {
-                what: format!("source {}{}", store::describe(&self.spec.source), ""),
+                what: format!("source {}", store::describe(&self.spec.source)),
                 source,
             })?;
         let mut listing = true;
@@ -289,12 +289,20 @@ impl Syncer {
             }
             if outcome.is_ok() && !listing && !deletes_planned {
                 deletes_planned = true;
-                for (key, slot) in &slots {
-                    if slot.seen || (slot.rec.is_none() && slot.target.is_none()) {
-                        continue;
-                    }
-                    if !flow.delete {
-                        continue;
+                let gone = || {
+                    slots
+                        .iter()
+                        .filter(|(_, s)| !s.seen && (s.rec.is_some() || s.target.is_some()))
+                };
+                // An empty source listing with copies on record is far more likely a wrong
+                // prefix or a source outage than a wish to empty every site.
+                let refuse = flow.delete && report.listed == 0 && gone().next().is_some();
+                if refuse {
+                    tracing::warn!(flow = %self.spec.flow_name, site = %self.spec.site_name, shard, objects = gone().count(), "the source listed no object: not deleting anything at the site");
+                }
+                for (key, _) in gone() {
+                    if !flow.delete || refuse {
+                        break;
                     }
                     report.plan.delete_objects += 1;
                     report.plan.note(key, "delete");
@@ -763,5 +771,113 @@ impl SyncTask {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_config::{ObjectStore, ObjectsFlow};
+
+    fn spec(src: &std::path::Path, dst: &std::path::Path, shard: u32, shards: u32) -> SyncSpec {
+        SyncSpec {
+            task_id: format!("t{shard}"),
+            flow_name: "f".into(),
+            site_name: "s".into(),
+            flow: ObjectsFlow {
+                prefix: "in".into(),
+                target_prefix: "out/".into(),
+                delete: true,
+                verify: VerifyMode::Etag,
+                shards,
+                concurrency: 4,
+                bandwidth_limit: None,
+                interval: Duration::from_secs(60),
+            },
+            source: ObjectStore::fs(src.display().to_string()),
+            target: ObjectStore::fs(dst.display().to_string()),
+            shard,
+            shards,
+        }
+    }
+
+    async fn cycle(s: &mut Syncer, dry_run: bool) -> CycleReport {
+        s.cycle(dry_run, &CancellationToken::new(), &LeaseGuard::unbounded())
+            .await
+            .unwrap()
+    }
+
+    fn files(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn dry_run_writes_nothing_and_shards_split_the_work() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::create_dir_all(a.path().join("in")).unwrap();
+        for i in 0..40 {
+            std::fs::write(a.path().join(format!("in/{i}.json")), format!("{i}")).unwrap();
+        }
+        let m = WorkerMetrics::new();
+        let mut s0 = Syncer::new(
+            spec(a.path(), b.path(), 0, 2),
+            m.clone(),
+            Progress::new("0"),
+        )
+        .unwrap();
+        let mut s1 = Syncer::new(spec(a.path(), b.path(), 1, 2), m, Progress::new("1")).unwrap();
+        let plan = cycle(&mut s0, true).await;
+        assert!(plan.plan.copy_objects > 0);
+        assert!(!b.path().join("out").exists(), "a dry run wrote");
+        let (r0, r1) = (cycle(&mut s0, false).await, cycle(&mut s1, false).await);
+        assert_eq!(r0.copied, plan.plan.copy_objects);
+        assert_eq!(r0.copied + r1.copied, 40);
+        assert!(
+            r0.copied > 5 && r1.copied > 5,
+            "{} / {}",
+            r0.copied,
+            r1.copied
+        );
+        assert_eq!(files(&b.path().join("out")).len(), 40);
+        // Each shard keeps its own manifest and is quiet on the next cycle.
+        assert_eq!(cycle(&mut s0, false).await.copied, 0);
+        assert_eq!(cycle(&mut s1, false).await.skipped, r1.copied);
+    }
+
+    #[tokio::test]
+    async fn an_empty_source_listing_deletes_nothing() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::create_dir_all(a.path().join("in")).unwrap();
+        for n in ["x", "y", "z"] {
+            std::fs::write(a.path().join("in").join(n), n).unwrap();
+        }
+        let mut s = Syncer::new(
+            spec(a.path(), b.path(), 0, 1),
+            WorkerMetrics::new(),
+            Progress::new("t"),
+        )
+        .unwrap();
+        assert_eq!(cycle(&mut s, false).await.copied, 3);
+        for n in ["x", "y", "z"] {
+            std::fs::remove_file(a.path().join("in").join(n)).unwrap();
+        }
+        let r = cycle(&mut s, false).await;
+        assert_eq!(r.deleted, 0);
+        assert_eq!(files(&b.path().join("out")), ["x", "y", "z"]);
+        // With something listed, what left the source goes.
+        std::fs::write(a.path().join("in/x"), "x").unwrap();
+        let r = cycle(&mut s, false).await;
+        assert_eq!(r.deleted, 2);
+        assert_eq!(files(&b.path().join("out")), ["x"]);
+        // No temp file is left in the target's atomic-write folder.
+        assert!(files(&b.path().join(".lockstep/tmp")).is_empty());
     }
 }
