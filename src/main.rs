@@ -2,6 +2,7 @@
 //! parse arguments, set up logging and signals, call in, and turn errors into exit codes.
 
 mod demo;
+mod sync;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -75,6 +76,22 @@ enum Command {
         coordinator: String,
         #[command(subcommand)]
         action: AdminAction,
+    },
+    /// Run one cycle of an objects flow now (every shard), with a progress bar on a terminal.
+    /// Exits non-zero when any object failed.
+    Sync {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The objects flow to run.
+        #[arg(long)]
+        flow: String,
+        /// Only this site (default: every site of the flow).
+        #[arg(long)]
+        site: Option<String>,
+        /// Print the plan (counts, bytes, first keys) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run a coordinator and two workers on a built-in config, print the assignment, and stop.
     Demo {
@@ -310,6 +327,21 @@ async fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { duration } => demo::run(duration).await,
+        Command::Sync {
+            config,
+            flow,
+            site,
+            dry_run,
+        } => {
+            sync::run(
+                &config,
+                &flow,
+                site.as_deref(),
+                dry_run,
+                shutdown_on_signals(),
+            )
+            .await
+        }
     }
 }
 

@@ -27,6 +27,22 @@ if ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet "moto[server]"
 fi
 command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl; }
+# azurite: Azure Blob emulator for the object sync tests (npm, into a cache folder; the
+# harness finds it there, or on PATH, or under $LOCKSTEP_TOOLS/azurite).
+AZURITE_DIR="${LOCKSTEP_TOOLS:-$HOME/.cache/lockstep}/azurite"
+if ! command -v azurite-blob >/dev/null 2>&1 && [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+  command -v npm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq npm; }
+  npm install --silent --no-audit --no-fund --prefix "$AZURITE_DIR" azurite
+fi
+# rclone: only the object sync benchmark's baseline (not a test). Installed when we can; the
+# benchmark shows "-" for rclone without it.
+if ! command -v rclone >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && apt-get install -y -qq rclone; } || echo "rclone not installed: the objects bench will skip it"
+  else
+    echo "not root: rclone not installed; the objects bench will skip it"
+  fi
+fi
 
 log "format and lints"
 cargo fmt --all -- --check

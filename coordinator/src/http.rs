@@ -85,6 +85,43 @@ pub struct TaskView {
     pub records: u64,
     pub bytes: u64,
     pub restarts: u32,
+    /// Object sync figures (objects tasks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<ObjectsView>,
+}
+
+/// An objects task's progress, as its heartbeats report it.
+#[derive(Serialize)]
+pub struct ObjectsView {
+    pub objects_copied: u64,
+    pub bytes_copied: u64,
+    pub objects_pending: u64,
+    pub bytes_pending: u64,
+    pub oldest_pending_age_ms: u64,
+    pub objects_skipped: u64,
+    pub objects_adopted: u64,
+    pub objects_deleted: u64,
+    pub failures: u64,
+    pub verify_mismatches: u64,
+    pub cycles: u64,
+}
+
+impl From<&pb::ObjectProgress> for ObjectsView {
+    fn from(o: &pb::ObjectProgress) -> Self {
+        ObjectsView {
+            objects_copied: o.objects_copied,
+            bytes_copied: o.bytes_copied,
+            objects_pending: o.objects_pending,
+            bytes_pending: o.bytes_pending,
+            oldest_pending_age_ms: o.oldest_pending_age_ms,
+            objects_skipped: o.objects_skipped,
+            objects_adopted: o.objects_adopted,
+            objects_deleted: o.objects_deleted,
+            failures: o.failures,
+            verify_mismatches: o.verify_mismatches,
+            cycles: o.cycles,
+        }
+    }
 }
 
 impl From<pb::StatusResponse> for StatusView {
@@ -126,6 +163,7 @@ impl From<pb::StatusResponse> for StatusView {
                         records: p.map(|p| p.records).unwrap_or(0),
                         bytes: p.map(|p| p.bytes).unwrap_or(0),
                         restarts: p.map(|p| p.restarts).unwrap_or(0),
+                        objects: p.and_then(|p| p.objects.as_ref()).map(ObjectsView::from),
                         worker_id: Some(t.worker_id).filter(|w| !w.is_empty()),
                         task_id: t.task_id,
                         kind: t.kind,

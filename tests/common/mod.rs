@@ -500,4 +500,109 @@ impl Moto {
         assert!(status.success(), "create bucket {bucket}");
         Moto { proc, endpoint }
     }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = Command::new("curl")
+            .args(["-sf", "-X", "PUT", &format!("{}/{bucket}", self.endpoint)])
+            .stdout(Stdio::null())
+            .status()
+            .expect("curl");
+        assert!(status.success(), "create bucket {bucket}");
+    }
+}
+
+/// `azurite-blob` (Azure Blob emulator) on a free loopback port, with one container. Found on
+/// PATH, or where tests/run.sh installs it (`$LOCKSTEP_TOOLS/azurite` or
+/// `~/.cache/lockstep/azurite`).
+pub struct Azurite {
+    pub proc: Proc,
+    pub endpoint: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// The emulator's well-known development account (public, documented by Microsoft).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+fn azurite_program() -> String {
+    let candidates = [
+        std::env::var("LOCKSTEP_TOOLS")
+            .ok()
+            .map(|d| format!("{d}/azurite/node_modules/.bin/azurite-blob")),
+        std::env::var("HOME")
+            .ok()
+            .map(|h| format!("{h}/.cache/lockstep/azurite/node_modules/.bin/azurite-blob")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or_else(|| "azurite-blob".to_string())
+}
+
+impl Azurite {
+    pub fn start(container: &str, log_dir: &Path) -> Azurite {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let proc = Proc::spawn_cmd(
+            "azurite",
+            &azurite_program(),
+            &[
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--location",
+                &dir.path().display().to_string(),
+                "--skipApiVersionCheck",
+                "--loose",
+                "--disableTelemetry",
+            ],
+            &[],
+            log_dir,
+        );
+        let endpoint = format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}");
+        wait_for(Duration::from_secs(30), "azurite listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let az = Azurite {
+            proc,
+            endpoint,
+            dir,
+        };
+        az.create_container(container);
+        az
+    }
+
+    /// Creates a container with one Shared Key signed REST call (opendal does not create
+    /// containers). Python's standard library signs it, so nothing more is installed.
+    pub fn create_container(&self, container: &str) {
+        const SCRIPT: &str = r#"
+import base64, hashlib, hmac, sys, urllib.request
+from email.utils import formatdate
+endpoint, account, key, container = sys.argv[1:5]
+date = formatdate(usegmt=True)
+version = "2021-08-06"
+resource = f"/{account}/{account}/{container}\nrestype:container"
+to_sign = "PUT\n\n\n\n\n\n\n\n\n\n\n\n" + f"x-ms-date:{date}\nx-ms-version:{version}\n" + resource
+sig = base64.b64encode(hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest()).decode()
+req = urllib.request.Request(f"{endpoint}/{container}?restype=container", method="PUT",
+    headers={"x-ms-date": date, "x-ms-version": version, "Content-Length": "0",
+             "Authorization": f"SharedKey {account}:{sig}"})
+urllib.request.urlopen(req).read()
+"#;
+        let status = Command::new("python3")
+            .args([
+                "-c",
+                SCRIPT,
+                &self.endpoint,
+                AZURITE_ACCOUNT,
+                AZURITE_KEY,
+                container,
+            ])
+            .status()
+            .expect("python3");
+        assert!(status.success(), "create container {container}");
+    }
 }

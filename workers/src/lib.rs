@@ -7,6 +7,7 @@
 
 pub mod kafka;
 pub mod metrics;
+pub mod objects;
 pub mod runtime;
 pub mod task;
 
@@ -15,7 +16,12 @@ pub use task::{LeaseGuard, Progress, Task, TaskContext, TaskError, TaskFactory};
 
 /// The task kinds this build can run. A worker advertises exactly these as capabilities.
 pub fn builtin_factories(metrics: &metrics::WorkerMetrics) -> Vec<std::sync::Arc<dyn TaskFactory>> {
-    vec![std::sync::Arc::new(kafka::KafkaFactory {
-        metrics: metrics.clone(),
-    })]
+    vec![
+        std::sync::Arc::new(kafka::KafkaFactory {
+            metrics: metrics.clone(),
+        }),
+        std::sync::Arc::new(objects::ObjectsFactory {
+            metrics: metrics.clone(),
+        }),
+    ]
 }

@@ -22,6 +22,16 @@ pub struct WorkerMetrics {
     pub mirror_skipped: IntCounterVec,
     pub mirror_dead_letters: IntCounterVec,
     pub mirror_errors: IntCounterVec,
+    pub objects_copied: IntCounterVec,
+    pub objects_copied_bytes: IntCounterVec,
+    pub objects_skipped: IntCounterVec,
+    pub objects_deleted: IntCounterVec,
+    pub objects_pending: IntGaugeVec,
+    pub objects_pending_bytes: IntGaugeVec,
+    pub objects_oldest_pending_age: IntGaugeVec,
+    pub objects_failures: IntCounterVec,
+    pub objects_verify_mismatches: IntCounterVec,
+    pub objects_cycles: IntCounterVec,
 }
 
 /// Names as exported, for the catalog test.
@@ -40,9 +50,24 @@ pub const NAMES: &[&str] = &[
     "lockstep_mirror_skipped_records_total",
     "lockstep_mirror_dead_letter_records_total",
     "lockstep_mirror_errors_total",
+    "lockstep_objects_copied_objects_total",
+    "lockstep_objects_copied_bytes_total",
+    "lockstep_objects_skipped_objects_total",
+    "lockstep_objects_deleted_objects_total",
+    "lockstep_objects_pending_objects",
+    "lockstep_objects_pending_bytes",
+    "lockstep_objects_oldest_pending_age_seconds",
+    "lockstep_objects_failures_total",
+    "lockstep_objects_verify_mismatches_total",
+    "lockstep_objects_cycles_total",
 ];
 
 const FS: &[&str] = &["flow", "site"];
+const FSS: &[&str] = &["flow", "site", "shard"];
+
+fn gv(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
 
 fn cv(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
@@ -105,6 +130,44 @@ impl WorkerMetrics {
                 "Mirror errors by kind: consume, produce, delivery, oversize.",
                 &["flow", "site", "kind"],
             ),
+            objects_copied: cv(
+                NAMES[14],
+                "Objects copied to the site, by reason: new, changed, target_missing, target_changed.",
+                &["flow", "site", "reason"],
+            ),
+            objects_copied_bytes: cv(NAMES[15], "Bytes of objects copied to the site.", FS),
+            objects_skipped: cv(
+                NAMES[16],
+                "Objects found up to date (in the manifest) and not copied.",
+                FS,
+            ),
+            objects_deleted: cv(
+                NAMES[17],
+                "Objects deleted at the site because they left the source (delete = true).",
+                FS,
+            ),
+            objects_pending: gv(
+                NAMES[18],
+                "Objects known to need a copy or delete and not done yet, per shard.",
+                FSS,
+            ),
+            objects_pending_bytes: gv(NAMES[19], "Bytes of the pending objects, per shard.", FSS),
+            objects_oldest_pending_age: gv(
+                NAMES[20],
+                "Age (since its source modification time) of the oldest pending object, per shard.",
+                FSS,
+            ),
+            objects_failures: cv(
+                NAMES[21],
+                "Object operations that failed after retries, by op: copy, verify, delete, list, manifest.",
+                &["flow", "site", "op"],
+            ),
+            objects_verify_mismatches: cv(
+                NAMES[22],
+                "Target objects whose bytes differed from what was copied (re-copied).",
+                FS,
+            ),
+            objects_cycles: cv(NAMES[23], "Completed sync cycles.", FS),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.tasks_running.clone()),
@@ -121,6 +184,16 @@ impl WorkerMetrics {
             Box::new(m.mirror_skipped.clone()),
             Box::new(m.mirror_dead_letters.clone()),
             Box::new(m.mirror_errors.clone()),
+            Box::new(m.objects_copied.clone()),
+            Box::new(m.objects_copied_bytes.clone()),
+            Box::new(m.objects_skipped.clone()),
+            Box::new(m.objects_deleted.clone()),
+            Box::new(m.objects_pending.clone()),
+            Box::new(m.objects_pending_bytes.clone()),
+            Box::new(m.objects_oldest_pending_age.clone()),
+            Box::new(m.objects_failures.clone()),
+            Box::new(m.objects_verify_mismatches.clone()),
+            Box::new(m.objects_cycles.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {
