@@ -40,6 +40,18 @@ pub(crate) fn router(app: App) -> Router {
             "/druid/indexer/v1/supervisor",
             get(supervisor_list).post(supervisor_post),
         )
+        .route(
+            "/druid/indexer/v1/supervisor/suspendAll",
+            post(supervisor_suspend_all),
+        )
+        .route(
+            "/druid/indexer/v1/supervisor/resumeAll",
+            post(supervisor_resume_all),
+        )
+        .route(
+            "/druid/indexer/v1/supervisor/terminateAll",
+            post(supervisor_terminate_all),
+        )
         .route("/druid/indexer/v1/supervisor/{id}", get(supervisor_spec))
         .route(
             "/druid/indexer/v1/supervisor/{id}/status",
@@ -332,7 +344,7 @@ async fn supervisor_list(
                 .iter()
                 .map(|s| {
                     let mut b = s.brief();
-                    b["spec"] = s.spec().map(|p| p.raw).unwrap_or(Value::Null);
+                    b["spec"] = s.spec_json();
                     b
                 })
                 .collect(),
@@ -363,8 +375,8 @@ async fn supervisor_post(State(app): State<App>, body: Bytes) -> Response {
 }
 
 async fn supervisor_spec(State(app): State<App>, Path(id): Path<String>) -> Response {
-    match app.supervisors.get(&id).and_then(|s| s.spec()) {
-        Some(spec) => Json(spec.raw).into_response(),
+    match app.supervisors.get(&id) {
+        Some(s) => Json(s.spec_json()).into_response(),
         None => not_found(&id),
     }
 }
@@ -414,6 +426,27 @@ async fn supervisor_terminate(State(app): State<App>, Path(id): Path<String>) ->
         Some(()) => Json(json!({ "id": id })).into_response(),
         None => not_found(&id),
     }
+}
+
+async fn supervisor_suspend_all(State(app): State<App>) -> Json<Value> {
+    for id in app.supervisors.ids() {
+        app.supervisors.suspend(&id);
+    }
+    Json(json!({ "status": "success" }))
+}
+
+async fn supervisor_resume_all(State(app): State<App>) -> Json<Value> {
+    for id in app.supervisors.ids() {
+        app.supervisors.resume(&id);
+    }
+    Json(json!({ "status": "success" }))
+}
+
+async fn supervisor_terminate_all(State(app): State<App>) -> Json<Value> {
+    for id in app.supervisors.ids() {
+        app.supervisors.terminate(&id);
+    }
+    Json(json!({ "status": "success" }))
 }
 
 async fn datasources(State(app): State<App>) -> Json<Value> {

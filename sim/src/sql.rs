@@ -1208,10 +1208,9 @@ mod tests {
                 let r = json!({"__time": "x", "count": 2, "user": "a"});
                 s.ingest(
                     "clicks",
-                    None,
+                    &crate::store::Schema::raw("__time"),
                     base + i * 1_200_000,
                     r.as_object().unwrap(),
-                    "__time",
                     7,
                 );
             }

@@ -2,8 +2,10 @@
 //!
 //! Storage choice: a datasource is a `BTreeMap` from row timestamp (epoch millis) to an
 //! [`Entry`] holding the number of rows with exactly that timestamp, their input bytes, and
-//! the sums of every numeric top-level column. Rows with equal timestamps collapse into one
-//! entry, and no dimension values are kept. This answers every supported query exactly:
+//! the sums of every numeric column (numeric dimensions and `metricsSpec` metrics). Rows
+//! with equal timestamps collapse into one entry, and no string dimension values are kept;
+//! with rollup, an entry also keeps a 64-bit hash per distinct dimension tuple, so rows
+//! with equal (truncated) timestamp and dimensions merge into one stored row as in Druid. This answers every supported query exactly:
 //! `COUNT(*)` and `SUM(col)` for any `__time` range and any `TIME_FLOOR` period (the key is
 //! the row's own timestamp, so no resolution is lost), `MIN`/`MAX(__time)`, and per-segment
 //! row counts and sizes. Memory is one small entry per distinct timestamp, not per row.
@@ -51,11 +53,65 @@ pub struct Entry {
     pub rows: u64,
     pub bytes: u64,
     pub sums: Vec<(Arc<str>, Sum)>,
+    /// With rollup: hashes of the dimension tuples already in this time bucket.
+    pub tuples: Option<std::collections::HashSet<u64>>,
 }
 
 impl Entry {
     pub fn sum(&self, col: &str) -> Option<&Sum> {
         self.sums.iter().find(|(c, _)| &**c == col).map(|(_, s)| s)
+    }
+}
+
+/// A metric of a `metricsSpec` the emulator computes at ingestion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Metric {
+    /// `{"type":"count","name":N}`: 1 per input row.
+    Count { name: String },
+    /// `longSum` / `doubleSum` of an input field.
+    Sum {
+        name: String,
+        field: String,
+        double: bool,
+    },
+}
+
+impl Metric {
+    /// Whether `column` is this metric's name or input (excluded from schemaless dimensions).
+    fn uses(&self, column: &str) -> bool {
+        match self {
+            Metric::Count { name } => name == column,
+            Metric::Sum { name, field, .. } => name == column || field == column,
+        }
+    }
+}
+
+/// How a supervisor turns input rows into stored rows (Druid's `dataSchema`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema {
+    pub timestamp_column: String,
+    /// `granularitySpec.segmentGranularity` (None: the emulator's default).
+    pub segment_granularity: Option<Period>,
+    /// `granularitySpec.queryGranularity` (None: NONE, timestamps kept to the millisecond).
+    pub query_granularity: Option<Period>,
+    /// `granularitySpec.rollup` (Druid's default: true).
+    pub rollup: bool,
+    /// `dimensionsSpec.dimensions` (None: schemaless, every other field).
+    pub dimensions: Option<Vec<String>>,
+    pub metrics: Vec<Metric>,
+}
+
+impl Schema {
+    /// No rollup, no metrics: every input row is one stored row; numeric fields sum.
+    pub fn raw(timestamp_column: &str) -> Schema {
+        Schema {
+            timestamp_column: timestamp_column.to_string(),
+            segment_granularity: None,
+            query_granularity: None,
+            rollup: false,
+            dimensions: None,
+            metrics: Vec::new(),
+        }
     }
 }
 
@@ -134,15 +190,13 @@ impl Store {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores one parsed row; returns false if a drop fault swallowed it.
-    /// `granularity` is the supervisor's segment granularity (None: the emulator default).
+    /// Stores one parsed row under `schema`; returns false if a drop fault swallowed it.
     pub fn ingest(
         &self,
         ds: &str,
-        granularity: Option<Period>,
+        schema: &Schema,
         ts: i64,
         row: &serde_json::Map<String, serde_json::Value>,
-        skip_column: &str,
         bytes: u64,
     ) -> bool {
         let mut inner = self.write();
@@ -159,59 +213,117 @@ impl Store {
                 entries: BTreeMap::new(),
                 columns: HashMap::new(),
                 versions: HashMap::new(),
-                granularity: granularity.unwrap_or(default),
+                granularity: schema.segment_granularity.unwrap_or(default),
                 total_rows: 0,
             });
-        if let Some(g) = granularity {
+        if let Some(g) = schema.segment_granularity {
             d.granularity = g;
         }
-        let seg = d.granularity.floor(ts);
+        let key = schema.query_granularity.map_or(ts, |g| g.floor(ts));
+        let seg = d.granularity.floor(key);
         d.versions
             .entry(seg)
             .or_insert_with(|| crate::time::iso(chrono::Utc::now().timestamp_millis()));
-        d.total_rows += 1;
-        // Intern column names so entries share them.
-        let mut numeric: Vec<(Arc<str>, &serde_json::Number)> = Vec::new();
-        for (k, v) in row {
-            if k == skip_column {
-                continue;
+        // Dimensions: the listed ones, or (schemaless) every field but the timestamp and the
+        // metrics' names and inputs.
+        let is_dim = |k: &str| match &schema.dimensions {
+            Some(dims) => dims.iter().any(|d| d == k),
+            None => k != schema.timestamp_column && !schema.metrics.iter().any(|m| m.uses(k)),
+        };
+        let mut dims: Vec<(&String, &serde_json::Value)> =
+            row.iter().filter(|(k, _)| is_dim(k)).collect();
+        dims.sort_by(|a, b| a.0.cmp(b.0));
+        let e = d.entries.entry(key).or_default();
+        // With rollup, a row whose dimensions are already in this time bucket merges into it:
+        // the row count and dimension sums stay, the metrics add up.
+        let new_row = if schema.rollup {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for (k, v) in &dims {
+                k.hash(&mut h);
+                v.to_string().hash(&mut h);
             }
-            let kind = match v {
-                serde_json::Value::Number(n) if n.is_f64() => ColumnKind::Double,
-                serde_json::Value::Number(_) => ColumnKind::Long,
-                _ => ColumnKind::Other,
-            };
-            let name = match d.columns.get_key_value(k.as_str()) {
-                Some((name, old)) => {
-                    let name = name.clone();
+            e.tuples
+                .get_or_insert_with(Default::default)
+                .insert(h.finish())
+        } else {
+            true
+        };
+        if new_row {
+            e.rows += 1;
+            d.total_rows += 1;
+        }
+        e.bytes += bytes;
+        let mut add = |name: &str, kind: ColumnKind, n: Option<&serde_json::Number>| {
+            let interned = match d.columns.get_key_value(name) {
+                Some((k, old)) => {
+                    let k = k.clone();
                     let merged = match (*old, kind) {
                         (ColumnKind::Other, _) | (_, ColumnKind::Other) => ColumnKind::Other,
                         (ColumnKind::Double, _) | (_, ColumnKind::Double) => ColumnKind::Double,
                         _ => ColumnKind::Long,
                     };
-                    d.columns.insert(name.clone(), merged);
-                    name
+                    d.columns.insert(k.clone(), merged);
+                    k
                 }
                 None => {
-                    let name: Arc<str> = Arc::from(k.as_str());
-                    d.columns.insert(name.clone(), kind);
-                    name
+                    let k: Arc<str> = Arc::from(name);
+                    d.columns.insert(k.clone(), kind);
+                    k
                 }
             };
-            if let serde_json::Value::Number(n) = v {
-                numeric.push((name, n));
+            if let Some(n) = n {
+                match e.sums.iter_mut().find(|(c, _)| *c == interned) {
+                    Some((_, s)) => s.add_number(n),
+                    None => {
+                        let mut s = Sum::default();
+                        s.add_number(n);
+                        e.sums.push((interned, s));
+                    }
+                }
             }
+        };
+        for (k, v) in &dims {
+            let (kind, n) = match v {
+                serde_json::Value::Number(n) if n.is_f64() => (ColumnKind::Double, Some(n)),
+                serde_json::Value::Number(n) => (ColumnKind::Long, Some(n)),
+                _ => (ColumnKind::Other, None),
+            };
+            add(k, kind, if new_row { n } else { None });
         }
-        let e = d.entries.entry(ts).or_default();
-        e.rows += 1;
-        e.bytes += bytes;
-        for (name, n) in numeric {
-            match e.sums.iter_mut().find(|(c, _)| *c == name) {
-                Some((_, s)) => s.add_number(n),
-                None => {
-                    let mut s = Sum::default();
-                    s.add_number(n);
-                    e.sums.push((name, s));
+        let one = serde_json::Number::from(1);
+        let zero = serde_json::Number::from(0);
+        for m in &schema.metrics {
+            match m {
+                Metric::Count { name } => add(name, ColumnKind::Long, Some(&one)),
+                Metric::Sum {
+                    name,
+                    field,
+                    double,
+                } => {
+                    let v = match row.get(field) {
+                        Some(serde_json::Value::Number(n)) => n.clone(),
+                        Some(serde_json::Value::String(s)) => s
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .and_then(serde_json::Number::from_f64)
+                            .unwrap_or_else(|| zero.clone()),
+                        _ => zero.clone(),
+                    };
+                    let v = if *double {
+                        v.as_f64()
+                            .and_then(serde_json::Number::from_f64)
+                            .unwrap_or_else(|| zero.clone())
+                    } else {
+                        serde_json::Number::from(v.as_f64().map_or(0, |f| f as i64))
+                    };
+                    let kind = if *double {
+                        ColumnKind::Double
+                    } else {
+                        ColumnKind::Long
+                    };
+                    add(name, kind, Some(&v));
                 }
             }
         }
@@ -323,7 +435,7 @@ mod tests {
         let h = 3_600_000;
         for i in 0..10 {
             let r = row(json!({"ts": "x", "count": 2, "user": "u", "v": 0.5}));
-            assert!(s.ingest("ds", None, i * h / 4, &r, "ts", 10));
+            assert!(s.ingest("ds", &Schema::raw("ts"), i * h / 4, &r, 10));
         }
         let segs = s.segments(Some("ds"));
         assert_eq!(segs.len(), 3);
@@ -343,11 +455,54 @@ mod tests {
         assert_eq!(s.segments(Some("ds")).len(), 2);
         let r = row(json!({"count": 1}));
         assert!(
-            !s.ingest("ds", None, h + 5, &r, "ts", 1),
+            !s.ingest("ds", &Schema::raw("ts"), h + 5, &r, 1),
             "dropped later too"
         );
-        assert!(s.ingest("ds", None, 2 * h, &r, "ts", 1), "end is exclusive");
+        assert!(
+            s.ingest("ds", &Schema::raw("ts"), 2 * h, &r, 1),
+            "end is exclusive"
+        );
         assert_eq!(s.drop_interval("ds", 0, 10 * h), 7);
         assert!(s.datasources().is_empty(), "no rows, no datasource");
+    }
+
+    #[test]
+    fn rollup_merges_equal_dimensions_and_adds_metrics() {
+        let s = Store::new(Period::parse_granularity("HOUR").unwrap());
+        let schema = Schema {
+            query_granularity: Period::parse_granularity("MINUTE"),
+            rollup: true,
+            metrics: vec![
+                Metric::Count {
+                    name: "count".into(),
+                },
+                Metric::Sum {
+                    name: "bytes".into(),
+                    field: "b".into(),
+                    double: false,
+                },
+            ],
+            ..Schema::raw("ts")
+        };
+        for (t, user, b) in [
+            (1_000, "a", 5),
+            (2_000, "a", 7),
+            (3_000, "b", 1),
+            (61_000, "a", 2),
+        ] {
+            let r = row(json!({"ts": t, "user": user, "b": b}));
+            assert!(s.ingest("ds", &schema, t, &r, 1));
+        }
+        s.with_datasource("ds", |d| {
+            assert_eq!(d.total_rows, 3, "two rows of user a in minute 0 merge");
+            let e = &d.entries[&0];
+            assert_eq!(e.rows, 2);
+            assert_eq!(e.sum("count").unwrap().long, 3);
+            assert_eq!(e.sum("bytes").unwrap().long, 13);
+            assert!(e.sum("b").is_none(), "a metric input is not a dimension");
+            assert_eq!(d.entries[&60_000].rows, 1);
+        })
+        .unwrap();
+        assert_eq!(s.segments(None)[0].num_rows, 3);
     }
 }

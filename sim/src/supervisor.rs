@@ -12,7 +12,7 @@
 
 use crate::error::SimError;
 use crate::faults::Faults;
-use crate::store::Store;
+use crate::store::{Metric, Schema, Store};
 use crate::time::{iso, Period, TimestampFormat};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -36,8 +36,8 @@ pub struct KafkaSpec {
     pub timestamp_column: String,
     pub timestamp_format: TimestampFormat,
     pub use_earliest_offset: bool,
-    /// `granularitySpec.segmentGranularity`, if given.
-    pub segment_granularity: Option<Period>,
+    /// Timestamp column, granularities, rollup, dimensions and metrics.
+    pub schema: Schema,
     /// `ioConfig.taskDuration` in seconds (Druid's default PT1H).
     pub task_duration_secs: u64,
     /// The spec as posted, returned by `?full`.
@@ -113,28 +113,77 @@ impl KafkaSpec {
                 "spec.dataSchema.timestampSpec.format '{fmt}' is not supported (iso, millis, posix, auto)"
             ))
         })?;
-        let segment_granularity = match get(
-            spec,
-            &["dataSchema", "granularitySpec", "segmentGranularity"],
-        ) {
-            None => None,
-            Some(Value::String(s)) => Some(Period::parse_granularity(s).ok_or_else(|| {
-                SimError::Spec(format!(
-                    "segmentGranularity '{s}' is not supported (fixed-length only)"
-                ))
-            })?),
-            Some(Value::Object(o)) => {
-                let p = o.get("period").and_then(Value::as_str).unwrap_or("");
-                Some(Period::parse_iso(p).ok_or_else(|| {
-                    SimError::Spec(format!("segmentGranularity period '{p}' is not supported"))
-                })?)
-            }
-            Some(other) => {
-                return Err(SimError::Spec(format!(
-                    "segmentGranularity {other} is not supported"
-                )))
+        let gran = |field: &str| -> Result<Option<Period>, SimError> {
+            match get(spec, &["dataSchema", "granularitySpec", field]) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(g)) if g.eq_ignore_ascii_case("NONE") => Ok(None),
+                Some(Value::String(g)) => Period::parse_granularity(g).map(Some).ok_or_else(|| {
+                    SimError::Spec(format!(
+                        "granularitySpec.{field} '{g}' is not supported (fixed-length only)"
+                    ))
+                }),
+                Some(Value::Object(o)) => {
+                    let p = o.get("period").and_then(Value::as_str).unwrap_or("");
+                    Period::parse_iso(p).map(Some).ok_or_else(|| {
+                        SimError::Spec(format!(
+                            "granularitySpec.{field} period '{p}' is not supported"
+                        ))
+                    })
+                }
+                Some(other) => Err(SimError::Spec(format!(
+                    "granularitySpec.{field} {other} is not supported"
+                ))),
             }
         };
+        let segment_granularity = gran("segmentGranularity")?;
+        let query_granularity = gran("queryGranularity")?;
+        let rollup = get(spec, &["dataSchema", "granularitySpec", "rollup"])
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let dimensions = get(spec, &["dataSchema", "dimensionsSpec", "dimensions"])
+            .and_then(Value::as_array)
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                d.iter()
+                    .filter_map(|x| match x {
+                        Value::String(n) => Some(n.clone()),
+                        other => other
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                    })
+                    .collect()
+            });
+        let mut metrics = Vec::new();
+        if let Some(ms) = get(spec, &["dataSchema", "metricsSpec"]).and_then(Value::as_array) {
+            for m in ms {
+                let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
+                let name = m
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let field = m
+                    .get("fieldName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                match ty {
+                    "count" if !name.is_empty() => metrics.push(Metric::Count { name }),
+                    "longSum" | "doubleSum" | "floatSum"
+                        if !name.is_empty() && !field.is_empty() =>
+                    {
+                        metrics.push(Metric::Sum {
+                            name,
+                            field,
+                            double: ty != "longSum",
+                        })
+                    }
+                    // Sketches, min/max...: not queryable here, so not stored.
+                    _ => tracing::warn!(metric = %m, "metric type not emulated; ignored"),
+                }
+            }
+        }
         let task_duration_secs = io
             .get("taskDuration")
             .and_then(Value::as_str)
@@ -153,13 +202,20 @@ impl KafkaSpec {
             topic,
             bootstrap,
             consumer_properties,
-            timestamp_column,
+            timestamp_column: timestamp_column.clone(),
             timestamp_format,
             use_earliest_offset: io
                 .get("useEarliestOffset")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-            segment_granularity,
+            schema: Schema {
+                timestamp_column: timestamp_column.clone(),
+                segment_granularity,
+                query_granularity,
+                rollup,
+                dimensions,
+                metrics,
+            },
             task_duration_secs,
             raw: raw.clone(),
         })
@@ -259,7 +315,24 @@ impl Supervisor {
             "detailedState": detailed,
             "healthy": healthy,
             "suspended": s.suspended,
+            "type": "kafka",
+            "source": s.spec.as_ref().map(|p| p.topic.clone()),
         })
+    }
+
+    /// The spec as Druid returns it (`GET .../{id}`, suspend/resume answers, `?full`):
+    /// the posted spec with the current `suspended` flag.
+    pub fn spec_json(&self) -> Value {
+        let s = self.lock();
+        let mut raw = s
+            .spec
+            .as_ref()
+            .map(|p| p.raw.clone())
+            .unwrap_or(Value::Null);
+        if let Some(o) = raw.as_object_mut() {
+            o.insert("suspended".into(), json!(s.suspended));
+        }
+        raw
     }
 
     pub fn healthy(&self) -> bool {
@@ -407,6 +480,12 @@ impl Supervisors {
             s.task_id = new_task_id(&spec.datasource);
             s.task_start = now_ms();
             s.starting_offsets = s.current.clone();
+            // A spec posted with `"suspended": true` (as Druid's own suspend writes it).
+            s.suspended = spec
+                .raw
+                .get("suspended")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             s.spec = Some(spec);
         }
         self.restart(&sup);
@@ -430,7 +509,7 @@ impl Supervisors {
     pub fn suspend(&self, id: &str) -> Option<Value> {
         let sup = self.get(id)?;
         sup.lock().suspended = true;
-        Some(sup.status())
+        Some(sup.spec_json())
     }
 
     pub fn resume(&self, id: &str) -> Option<Value> {
@@ -449,7 +528,7 @@ impl Supervisors {
                 s.starting_offsets = s.current.clone();
             }
         }
-        Some(sup.status())
+        Some(sup.spec_json())
     }
 
     /// Hard reset: forgets stored offsets; reading restarts at the earliest or latest offset.
@@ -604,10 +683,9 @@ fn consume(
                         Some((ts, row)) => {
                             if store.ingest(
                                 &spec.datasource,
-                                spec.segment_granularity,
+                                &spec.schema,
                                 ts,
                                 &row,
-                                &spec.timestamp_column,
                                 payload.len() as u64,
                             ) {
                                 s.ingested += 1;
@@ -738,7 +816,9 @@ mod tests {
         let s = KafkaSpec::from_json(&raw).unwrap();
         assert_eq!(s.id, "clicks");
         assert_eq!(s.timestamp_format, TimestampFormat::Iso);
-        assert_eq!(s.segment_granularity.unwrap().millis, 86_400_000);
+        assert_eq!(s.schema.segment_granularity.unwrap().millis, 86_400_000);
+        assert!(s.schema.rollup, "Druid's default");
+        assert_eq!(s.schema.query_granularity, None);
         assert_eq!(s.task_duration_secs, 600);
         assert!(s.use_earliest_offset);
         assert!(

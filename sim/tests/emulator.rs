@@ -32,7 +32,7 @@ fn spec(ds: &str, topic: &str, bootstrap: &str, time_field: &str) -> Value {
             "dataSchema": {
                 "dataSource": ds,
                 "timestampSpec": {"column": time_field, "format": "iso"},
-                "dimensionsSpec": {"dimensions": ["user"]},
+                "dimensionsSpec": {"dimensions": ["user", {"type": "long", "name": "count"}]},
                 "granularitySpec": {"segmentGranularity": "HOUR", "queryGranularity": "NONE", "rollup": false}
             },
             "ioConfig": {
@@ -307,7 +307,7 @@ async fn ingests_and_answers_the_drift_queries() {
     let (_, v) = api.get("/druid/indexer/v1/supervisor?state=true").await;
     assert_eq!(
         v,
-        json!([{"id": "clicks", "state": "RUNNING", "detailedState": "RUNNING", "healthy": true, "suspended": false}])
+        json!([{"id": "clicks", "state": "RUNNING", "detailedState": "RUNNING", "healthy": true, "suspended": false, "type": "kafka", "source": "clicks"}])
     );
     let (_, v) = api.get("/druid/indexer/v1/supervisor?full").await;
     assert_eq!(v[0]["spec"]["spec"]["ioConfig"]["topic"], "clicks");
@@ -421,6 +421,9 @@ async fn pause_grows_lag_and_drop_removes_one_hour() {
         .post("/druid/indexer/v1/supervisor/events/suspend", &json!({}))
         .await;
     assert_eq!(s, 200);
+    assert_eq!(v["suspended"], true, "suspend answers the updated spec");
+    assert_eq!(v["spec"]["ioConfig"]["topic"], "events");
+    let (_, v) = api.get("/druid/indexer/v1/supervisor/events/status").await;
     assert_eq!(v["payload"]["state"], "SUSPENDED");
     assert_eq!(v["payload"]["activeTasks"], json!([]));
     let (_, v) = api.get("/druid/indexer/v1/supervisor?state=true").await;
@@ -428,7 +431,9 @@ async fn pause_grows_lag_and_drop_removes_one_hour() {
     let (s, v) = api
         .post("/druid/indexer/v1/supervisor/events/resume", &json!({}))
         .await;
-    assert_eq!((s, &v["payload"]["state"]), (200, &json!("RUNNING")));
+    assert_eq!((s, &v["suspended"]), (200, &json!(false)));
+    let (_, v) = api.get("/druid/indexer/v1/supervisor/events/status").await;
+    assert_eq!(v["payload"]["state"], "RUNNING");
     let (s, _) = api
         .post("/druid/indexer/v1/supervisor/events/terminate", &json!({}))
         .await;
