@@ -503,7 +503,14 @@ impl Supervisors {
         let store = self.store.clone();
         let faults = self.faults.clone();
         let refresh = self.refresh;
-        tokio::task::spawn_blocking(move || consume(sup, store, faults, refresh, token));
+        // A plain thread, not `spawn_blocking`: it must never hold up a runtime's shutdown.
+        let name = format!("sim-consumer-{}", sup.id);
+        if let Err(e) = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || consume(sup, store, faults, refresh, token))
+        {
+            tracing::error!(error = %e, "cannot start a consumer thread");
+        }
     }
 
     pub fn suspend(&self, id: &str) -> Option<Value> {
