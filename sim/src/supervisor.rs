@@ -732,7 +732,8 @@ fn refresh_offsets(
             return;
         }
     };
-    let timeout = Duration::from_secs(5);
+    // Short enough that an unreachable stream turns the supervisor unhealthy within seconds.
+    let timeout = Duration::from_secs(2);
     while !cancel.is_cancelled() {
         let started = std::time::Instant::now();
         match watermarks(&client, &spec.topic, timeout) {

@@ -585,3 +585,46 @@ async fn error_shapes_auth_and_request_faults() {
     assert_eq!(s, 400, "{v}");
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_stream_makes_the_supervisor_unhealthy() {
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let emu = Emulator::start(EmulatorConfig {
+        supervisors: vec![spec(
+            "gone",
+            "gone",
+            &format!("127.0.0.1:{port}"),
+            "timestamp",
+        )],
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&emu);
+    let st = api
+        .wait_status("gone", "unhealthy", |p| p["healthy"] == json!(false))
+        .await;
+    let p = &st["payload"];
+    assert_eq!(p["state"], "UNHEALTHY_SUPERVISOR");
+    assert_eq!(p["detailedState"], "UNABLE_TO_CONNECT_TO_STREAM");
+    assert!(!p["recentErrors"].as_array().unwrap().is_empty());
+    assert_eq!(
+        p["latestOffsets"],
+        Value::Null,
+        "never read: unknown, not zero"
+    );
+    let (s, v) = api.get("/druid/indexer/v1/supervisor/gone/health").await;
+    assert_eq!((s, v), (503, json!({"healthy": false})));
+    // No rows: the datasource does not exist, as in Druid.
+    let (s, v) = api
+        .sql(r#"SELECT MAX(__time) AS "latest" FROM "gone""#)
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(v["errorMessage"], "Object 'gone' not found within 'druid'");
+    emu.shutdown().await;
+}
