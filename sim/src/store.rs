@@ -200,8 +200,10 @@ impl Store {
         bytes: u64,
     ) -> bool {
         let mut inner = self.write();
+        // The stored timestamp (truncated by queryGranularity) decides, as for removal.
+        let key = schema.query_granularity.map_or(ts, |g| g.floor(ts));
         if let Some(drops) = inner.drops.get(ds) {
-            if drops.iter().any(|(s, e)| *s <= ts && ts < *e) {
+            if drops.iter().any(|(s, e)| *s <= key && key < *e) {
                 return false;
             }
         }
@@ -219,7 +221,6 @@ impl Store {
         if let Some(g) = schema.segment_granularity {
             d.granularity = g;
         }
-        let key = schema.query_granularity.map_or(ts, |g| g.floor(ts));
         let seg = d.granularity.floor(key);
         d.versions
             .entry(seg)
