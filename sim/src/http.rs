@@ -201,23 +201,26 @@ fn format_result(req: &SqlRequest, rs: ResultSet) -> Result<Response, DruidError
             }
         }
     };
-    let objects = || -> Vec<Value> {
+    // Objects are written by hand so keys keep the SELECT order, as Druid's do (serde_json's
+    // map sorts keys unless its workspace-wide `preserve_order` feature is on).
+    let object = |vals: &mut dyn Iterator<Item = (&String, Value)>| -> String {
+        let fields: Vec<String> = vals
+            .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), v))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    };
+    let objects = || -> Vec<String> {
         let mut out = Vec::new();
         if req.header {
-            out.push(Value::Object(
-                rs.columns
-                    .iter()
-                    .map(|c| (c.name.clone(), typed(c)))
-                    .collect(),
-            ));
+            out.push(object(&mut rs.columns.iter().map(|c| (&c.name, typed(c)))));
         }
         for row in &rs.rows {
-            out.push(Value::Object(
-                rs.columns
+            out.push(object(
+                &mut rs
+                    .columns
                     .iter()
                     .zip(row)
-                    .map(|(c, v)| (c.name.clone(), v.clone()))
-                    .collect(),
+                    .map(|(c, v)| (&c.name, v.clone())),
             ));
         }
         out
@@ -248,20 +251,21 @@ fn format_result(req: &SqlRequest, rs: ResultSet) -> Result<Response, DruidError
         out.extend(rs.rows.iter().map(|r| Value::Array(r.clone())));
         out
     };
-    let lines = |vals: Vec<Value>| -> String {
+    let lines = |vals: Vec<String>| -> String {
         let mut s = String::new();
         for v in vals {
-            s.push_str(&v.to_string());
+            s.push_str(&v);
             s.push('\n');
         }
         s.push('\n'); // Druid ends line formats with an empty line.
         s
     };
+    let texts = |vals: Vec<Value>| -> Vec<String> { vals.iter().map(Value::to_string).collect() };
     let (body, ctype) = match format.to_ascii_lowercase().as_str() {
-        "object" => (Value::Array(objects()).to_string(), "application/json"),
+        "object" => (format!("[{}]", objects().join(",")), "application/json"),
         "array" => (Value::Array(arrays()).to_string(), "application/json"),
         "objectlines" => (lines(objects()), "text/plain"),
-        "arraylines" => (lines(arrays()), "text/plain"),
+        "arraylines" => (lines(texts(arrays())), "text/plain"),
         "csv" => {
             let cell = |v: &Value| -> String {
                 let s = match v {

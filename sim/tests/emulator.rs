@@ -266,6 +266,49 @@ async fn ingests_and_answers_the_drift_queries() {
         ])
     );
 
+    // Line formats, CSV and the object header row.
+    let q = format!(
+        r#"SELECT COUNT(*) AS "rows", MIN(__time) AS "first" FROM "clicks" WHERE __time >= '{}' AND __time < '{}'"#,
+        iso(lo),
+        iso(hi)
+    );
+    let first = produced
+        .iter()
+        .filter(|r| r.ts_ms >= lo && r.ts_ms < hi)
+        .map(|r| r.ts_ms)
+        .min()
+        .unwrap();
+    for (format, want) in [
+        ("csv", format!("rows,first\n{c},{}\n\n", iso(first))),
+        (
+            "objectLines",
+            format!(
+                "{{\"rows\":null,\"first\":null}}\n{{\"rows\":{c},\"first\":\"{}\"}}\n\n",
+                iso(first)
+            ),
+        ),
+        (
+            "arrayLines",
+            format!("[\"rows\",\"first\"]\n[{c},\"{}\"]\n\n", iso(first)),
+        ),
+    ] {
+        let r = api
+            .http
+            .post(format!("{}/druid/v2/sql", api.base))
+            .json(&json!({"query": q, "resultFormat": format, "header": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.headers()
+                .get("X-Druid-SQL-Header-Included")
+                .map(|v| v.to_str().unwrap()),
+            Some("yes")
+        );
+        assert_eq!(r.text().await.unwrap(), want, "{format}");
+    }
+
     // Freshness.
     let max = produced.iter().map(|r| r.ts_ms).max().unwrap();
     let got = api
