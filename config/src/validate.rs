@@ -614,7 +614,9 @@ fn drift_settings(c: &mut Checker, p: &str, raw: Option<&RawDrift>) -> DriftSett
         Some(t) => Granularity::parse(t).unwrap_or_else(|| {
             c.err(
                 format!("{p}.granularity"),
-                format!("unknown granularity \"{t}\" (expected minute, fifteen_minute, hour or day)"),
+                format!(
+                    "unknown granularity \"{t}\" (expected minute, fifteen_minute, hour or day)"
+                ),
             );
             d.granularity
         }),
@@ -634,7 +636,9 @@ fn drift_settings(c: &mut Checker, p: &str, raw: Option<&RawDrift>) -> DriftSett
         Some(t) => parse_ratio(t).unwrap_or_else(|| {
             c.err(
                 format!("{p}.max_drift"),
-                format!("\"{t}\" is not a ratio between 0 and 1 (examples: \"0\", \"0.1%\", \"0.001\")"),
+                format!(
+                    "\"{t}\" is not a ratio between 0 and 1 (examples: \"0\", \"0.1%\", \"0.001\")"
+                ),
             );
             d.max_drift
         }),
