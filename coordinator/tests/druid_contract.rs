@@ -216,15 +216,14 @@ async fn legacy_error_shape() {
         .unwrap_err();
     check_error(&e);
     match &e {
-        DruidError::Druid {
-            status,
-            code,
-            category,
-            message,
-            class,
-            ..
-        } => {
+        DruidError::Druid { status, body, .. } => {
             assert_eq!(*status, 400);
+            let lockstep_coordinator::druid::ErrorBody {
+                code,
+                category,
+                message,
+                class,
+            } = &**body;
             assert_eq!(code.as_deref(), Some("Plan validation failed"));
             assert_eq!(category, &None);
             assert!(message.contains("Object 'nope' not found"), "{message}");
@@ -243,14 +242,14 @@ async fn newer_error_shape() {
     let e = client(&base, "newer").latest("nope").await.unwrap_err();
     check_error(&e);
     match &e {
-        DruidError::Druid {
-            status,
-            code,
-            category,
-            message,
-            ..
-        } => {
+        DruidError::Druid { status, body, .. } => {
             assert_eq!(*status, 400);
+            let lockstep_coordinator::druid::ErrorBody {
+                code,
+                category,
+                message,
+                ..
+            } = &**body;
             assert_eq!(code.as_deref(), Some("invalidInput"));
             assert_eq!(category.as_deref(), Some("INVALID_INPUT"));
             assert!(message.starts_with("Table 'nope' not found"), "{message}");

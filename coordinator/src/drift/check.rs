@@ -259,12 +259,11 @@ impl DriftEngine {
             Ok(s) => s,
             // No such supervisor (404) is worth a note, not an unknown verdict; a site that
             // cannot be reached or refuses us is unknown.
-            Err(DruidError::Druid {
-                status, message, ..
-            }) if status == 404 || status == 400 => {
+            Err(DruidError::Druid { status, body, .. }) if status == 404 || status == 400 => {
                 notes.push(format!(
-                    "no supervisor \"{}\" (HTTP {status}: {message})",
-                    target.supervisor.as_deref().unwrap_or_default()
+                    "no supervisor \"{}\" (HTTP {status}: {})",
+                    target.supervisor.as_deref().unwrap_or_default(),
+                    body.message
                 ));
                 None
             }

@@ -33,20 +33,12 @@ pub enum DruidError {
         body: String,
     },
     /// Druid answered with an error in either of its JSON shapes.
-    #[error("site {site}: Druid error ({endpoint}): HTTP {status}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+    #[error("site {site}: Druid error ({endpoint}): HTTP {status}: {}{}", body.code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default(), body.message)]
     Druid {
         site: String,
         endpoint: String,
         status: u16,
-        /// Newer shape: `errorCode` (e.g. `invalidInput`); legacy shape: `error`
-        /// (e.g. `Plan validation failed`).
-        code: Option<String>,
-        /// Newer shape only: `category` (e.g. `INVALID_INPUT`).
-        category: Option<String>,
-        /// `errorMessage`.
-        message: String,
-        /// Legacy shape only: `errorClass`.
-        class: Option<String>,
+        body: Box<ErrorBody>,
     },
     /// The body is not JSON (a proxy's HTML error page, a truncated answer).
     #[error("site {site}: Druid answered non-JSON ({endpoint}): HTTP {status}: {snippet}")]
@@ -63,6 +55,20 @@ pub enum DruidError {
         endpoint: String,
         message: String,
     },
+}
+
+/// A Druid error body, read from either shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// Newer shape: `errorCode` (e.g. `invalidInput`); legacy shape: `error`
+    /// (e.g. `Plan validation failed`).
+    pub code: Option<String>,
+    /// Newer shape only: `category` (e.g. `INVALID_INPUT`).
+    pub category: Option<String>,
+    /// `errorMessage`.
+    pub message: String,
+    /// Legacy shape only: `errorClass`.
+    pub class: Option<String>,
 }
 
 impl DruidError {
@@ -133,20 +139,24 @@ impl DruidError {
                     site,
                     endpoint,
                     status,
-                    code: if newer { s("errorCode") } else { s("error") },
-                    category: s("category"),
-                    message,
-                    class: s("errorClass"),
+                    body: Box::new(ErrorBody {
+                        code: if newer { s("errorCode") } else { s("error") },
+                        category: s("category"),
+                        message,
+                        class: s("errorClass"),
+                    }),
                 }
             }
             Ok(_) => DruidError::Druid {
                 site,
                 endpoint,
                 status,
-                code: None,
-                category: None,
-                message: snippet(&text),
-                class: None,
+                body: Box::new(ErrorBody {
+                    code: None,
+                    category: None,
+                    message: snippet(&text),
+                    class: None,
+                }),
             },
             Err(_) => DruidError::NotJson {
                 site,

@@ -10,6 +10,6 @@ mod time;
 mod types;
 
 pub use client::DruidClient;
-pub use error::DruidError;
+pub use error::{DruidError, ErrorBody};
 pub use time::{format_time, parse_time, sql_timestamp};
 pub use types::*;
