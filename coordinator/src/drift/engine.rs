@@ -263,15 +263,12 @@ pub fn verdict(
     comparison: &Comparison,
     slack_ms: i64,
 ) -> (Verdict, String) {
-    let errors: Vec<String> = names
-        .iter()
-        .zip(facts)
-        .filter_map(|(n, f)| f.error.as_ref().map(|e| format!("{n}: {e}")))
-        .collect();
+    // Errors name their site already (`site X: ...`).
+    let errors: Vec<String> = facts.iter().filter_map(|f| f.error.clone()).collect();
     if !errors.is_empty() {
         return (
             Verdict::Unknown,
-            format!("could not check {}", errors.join("; ")),
+            format!("could not check: {}", errors.join("; ")),
         );
     }
     if let Some(first) = comparison.divergent.first() {
@@ -540,13 +537,16 @@ mod tests {
         let facts = vec![
             SiteFacts::default(),
             SiteFacts {
-                error: Some("Druid unreachable".into()),
+                error: Some("site b: Druid unreachable".into()),
                 ..Default::default()
             },
         ];
         let (v, why) = verdict(&n, &facts, &Comparison::default(), 0);
         assert_eq!(v, Verdict::Unknown);
-        assert!(why.contains("b: Druid unreachable"), "{why}");
+        assert!(
+            why.contains("could not check: site b: Druid unreachable"),
+            "{why}"
+        );
     }
 
     #[test]

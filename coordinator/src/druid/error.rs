@@ -14,10 +14,12 @@ pub enum DruidError {
     #[error("site {site}: Druid client setup: {message}")]
     Setup { site: String, message: String },
     /// No HTTP answer: connection refused, DNS, TLS handshake, reset.
-    #[error("site {site}: Druid unreachable ({endpoint}): {source}")]
+    #[error("site {site}: Druid unreachable ({endpoint}): {detail}")]
     Unreachable {
         site: String,
         endpoint: String,
+        /// The transport error and its causes, on one line.
+        detail: String,
         #[source]
         source: reqwest::Error,
     },
@@ -107,10 +109,19 @@ impl DruidError {
                 endpoint: endpoint.to_string(),
             }
         } else {
+            let e = e.without_url();
+            let mut detail = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                detail.push_str(": ");
+                detail.push_str(&c.to_string());
+                cause = c.source();
+            }
             DruidError::Unreachable {
                 site: site.to_string(),
                 endpoint: endpoint.to_string(),
-                source: e.without_url(),
+                detail,
+                source: e,
             }
         }
     }
