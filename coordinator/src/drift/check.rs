@@ -203,8 +203,8 @@ impl DriftEngine {
             .filter(|f| f.error.is_none())
             .cloned()
             .collect();
-        let excused = engine::excused_from(&ok_facts, bucket_ms, slack_ms);
-        let comparison = engine::compare(&compared_names, &counts, &excused, s.max_drift);
+        let lags = engine::lags(&ok_facts, bucket_ms, slack_ms, s.count.is_rows());
+        let comparison = engine::compare(&compared_names, &counts, &lags, s.max_drift);
         let (verdict, reason) = engine::verdict(&names, &facts, &comparison, slack_ms);
         tracing::debug!(flow = %target.flow, datasource = %target.datasource, verdict = verdict.as_str(), %reason, "drift checked");
         DatasourceReport {

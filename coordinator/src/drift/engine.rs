@@ -121,7 +121,8 @@ pub struct BucketDiff {
     /// Rows per site (0 where a site has none).
     pub rows: BTreeMap<String, i64>,
     /// The sites that disagree with the reference count (the most common count; on a tie,
-    /// the largest: a site missing rows is named, not the one that has them).
+    /// the caught-up sites' count, else the largest: a site missing rows is named, not the
+    /// one that has them).
     pub sites: Vec<String>,
     /// (max - min) / max over the compared sites.
     pub difference: f64,
@@ -136,33 +137,77 @@ pub struct Comparison {
     pub lag_explained: usize,
 }
 
+/// How far a site is known to be catching up, for [`compare`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// From this bucket on, the site's counts are left out (its newest row's bucket, while
+    /// it is behind).
+    pub from_bucket: Option<i64>,
+    /// Rows the site may still be missing anywhere in the window: its records behind, when
+    /// known and rows are counted one per record (`COUNT(*)`). A deficit within it is lag.
+    pub budget: Option<i64>,
+}
+
 /// Compares per-bucket counts. `counts[i]` is site `names[i]`'s bucket -> rows over the fine
-/// ranges; `excused_from[i]`, when set, is the first bucket from which site `i` is known to
-/// be catching up (its newest row while its supervisor is behind): its counts from there on
-/// are left out of the comparison, and a difference that only they make is lag.
+/// ranges; `lag[i]` says how far site `i` is known to be catching up. A difference that only
+/// a catching-up site makes, by having fewer rows (from its newest bucket on, or in total no
+/// more than the records it has yet to ingest), is lag; any other difference diverges.
 pub fn compare(
     names: &[String],
     counts: &[BTreeMap<i64, i64>],
-    excused_from: &[Option<i64>],
+    lag: &[Lag],
     max_drift: f64,
 ) -> Comparison {
     let buckets: BTreeSet<i64> = counts.iter().flat_map(|c| c.keys().copied()).collect();
+    let value = |i: usize, b: i64| counts[i].get(&b).copied().unwrap_or(0);
+    let lagging = |i: usize| {
+        lag.get(i)
+            .is_some_and(|l| l.from_bucket.is_some() || l.budget.is_some_and(|b| b > 0))
+    };
+    let differing: Vec<i64> = buckets
+        .into_iter()
+        .filter(|&b| {
+            differs(
+                &(0..names.len()).map(|i| value(i, b)).collect::<Vec<_>>(),
+                max_drift,
+            )
+        })
+        .collect();
+    // The expected count of a bucket: the most any caught-up site has (or any site, when
+    // every site is catching up).
+    let expected = |b: i64| {
+        let steady = (0..names.len())
+            .filter(|&i| !lagging(i))
+            .map(|i| value(i, b))
+            .max();
+        steady
+            .or_else(|| (0..names.len()).map(|i| value(i, b)).max())
+            .unwrap_or(0)
+    };
+    // A site whose whole deficit fits in its budget is explained by lag wherever it has
+    // fewer rows.
+    let within_budget: Vec<bool> = (0..names.len())
+        .map(|i| match lag.get(i).and_then(|l| l.budget) {
+            Some(budget) if budget > 0 => {
+                let deficit: i64 = differing
+                    .iter()
+                    .map(|&b| (expected(b) - value(i, b)).max(0))
+                    .sum();
+                deficit <= budget
+            }
+            _ => false,
+        })
+        .collect();
     let mut out = Comparison::default();
-    for bucket in buckets {
-        let all: Vec<i64> = counts
-            .iter()
-            .map(|c| c.get(&bucket).copied().unwrap_or(0))
-            .collect();
-        if !differs(&all, max_drift) {
-            continue;
-        }
+    for bucket in differing {
+        let all: Vec<i64> = (0..names.len()).map(|i| value(i, bucket)).collect();
+        let exp = expected(bucket);
         let compared: Vec<usize> = (0..names.len())
             .filter(|&i| {
-                excused_from
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .is_none_or(|e| bucket < e)
+                let l = lag.get(i).copied().unwrap_or_default();
+                let by_time = l.from_bucket.is_some_and(|f| bucket >= f);
+                let by_budget = within_budget[i] && all[i] < exp;
+                !(by_time || by_budget)
             })
             .collect();
         let values: Vec<i64> = compared.iter().map(|&i| all[i]).collect();
@@ -170,7 +215,7 @@ pub fn compare(
             out.lag_explained += 1;
             continue;
         }
-        let reference = reference(&values);
+        let reference = reference(&values, exp);
         let max = values.iter().copied().max().unwrap_or(0);
         let min = values.iter().copied().min().unwrap_or(0);
         out.divergent.push(BucketDiff {
@@ -205,16 +250,24 @@ fn differs(values: &[i64], max_drift: f64) -> bool {
     (max - min) as f64 / *max as f64 > max_drift
 }
 
-/// The most common value; on a tie, the largest of the most common.
-fn reference(values: &[i64]) -> i64 {
+/// The most common value; on a tie, `expected` (the caught-up sites' count) if it is one of
+/// the most common, else the largest of them.
+fn reference(values: &[i64], expected: i64) -> i64 {
     let mut freq: BTreeMap<i64, usize> = BTreeMap::new();
     for v in values {
         *freq.entry(*v).or_insert(0) += 1;
     }
-    freq.iter()
-        .max_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)))
+    let top = freq.values().copied().max().unwrap_or(0);
+    let tied: Vec<i64> = freq
+        .iter()
+        .filter(|(_, n)| **n == top)
         .map(|(v, _)| *v)
-        .unwrap_or(0)
+        .collect();
+    if tied.contains(&expected) {
+        expected
+    } else {
+        tied.last().copied().unwrap_or(0)
+    }
 }
 
 /// What the verdict is decided from, per site.
@@ -228,30 +281,35 @@ pub struct SiteFacts {
     pub latest: Option<i64>,
 }
 
-/// The first bucket from which a site is excused as catching up: its newest row's bucket,
-/// when its supervisor is behind in source offsets, or (records behind unknown) when its
-/// newest row is older than another site's by more than `slack_ms`.
-pub fn excused_from(facts: &[SiteFacts], bucket_ms: i64, slack_ms: i64) -> Vec<Option<i64>> {
+/// How far each site is catching up. A site with records behind (known) gets a budget of
+/// that many rows when `rows_per_record` (each record is one counted row), and is left out
+/// from its newest row's bucket on; with records behind unknown, a site whose newest row is
+/// older than another site's by more than `slack_ms` is left out from its newest bucket on.
+pub fn lags(facts: &[SiteFacts], bucket_ms: i64, slack_ms: i64, rows_per_record: bool) -> Vec<Lag> {
     let newest = facts.iter().filter_map(|f| f.latest).max();
+    let floor = |l: Option<i64>| {
+        l.map(|l| l.div_euclid(bucket_ms) * bucket_ms)
+            .unwrap_or(i64::MIN)
+    };
     facts
         .iter()
-        .map(|f| {
-            let behind = match f.records_behind {
-                Some(n) => n > 0,
-                None => match (f.latest, newest) {
+        .map(|f| match f.records_behind {
+            Some(n) if n > 0 => Lag {
+                from_bucket: Some(floor(f.latest)),
+                budget: rows_per_record.then_some(n),
+            },
+            Some(_) => Lag::default(),
+            None => {
+                let behind = match (f.latest, newest) {
                     (Some(l), Some(n)) => n - l > slack_ms,
                     (None, Some(_)) => true,
                     _ => false,
-                },
-            };
-            if !behind {
-                return None;
+                };
+                Lag {
+                    from_bucket: behind.then(|| floor(f.latest)),
+                    budget: None,
+                }
             }
-            Some(
-                f.latest
-                    .map(|l| l.div_euclid(bucket_ms) * bucket_ms)
-                    .unwrap_or(i64::MIN),
-            )
         })
         .collect()
 }
@@ -398,7 +456,7 @@ mod tests {
                 counts(&[(1, 100), (2, 100), (3, 100)]),
                 counts(&[(1, 100), (3, 100)]),
             ],
-            &[None, None],
+            &[Lag::default(); 2],
             0.0,
         );
         assert_eq!(c.divergent.len(), 1);
@@ -419,7 +477,7 @@ mod tests {
                 counts(&[(1, 120)]),
                 counts(&[(1, 100)]),
             ],
-            &[None, None, None],
+            &[Lag::default(); 3],
             0.0,
         );
         assert_eq!(c.divergent[0].sites, vec!["b"], "the extra rows are b's");
@@ -431,14 +489,14 @@ mod tests {
         let within = compare(
             &n,
             &[counts(&[(1, 10_000)]), counts(&[(1, 9_995)])],
-            &[None, None],
+            &[Lag::default(); 2],
             0.001,
         );
         assert!(within.divergent.is_empty());
         let beyond = compare(
             &n,
             &[counts(&[(1, 10_000)]), counts(&[(1, 9_989)])],
-            &[None, None],
+            &[Lag::default(); 2],
             0.001,
         );
         assert_eq!(beyond.divergent.len(), 1);
@@ -461,8 +519,17 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let ex = excused_from(&facts, H, 0);
-        assert_eq!(ex, vec![None, Some(3 * H)]);
+        let ex = lags(&facts, H, 0, false);
+        assert_eq!(
+            ex,
+            vec![
+                Lag::default(),
+                Lag {
+                    from_bucket: Some(3 * H),
+                    budget: None
+                }
+            ]
+        );
         let c = compare(&n, &[a, b], &ex, 0.0);
         assert!(c.divergent.is_empty(), "{:?}", c.divergent);
         assert_eq!(c.lag_explained, 2);
@@ -488,11 +555,44 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let ex = excused_from(&facts, H, 0);
-        let c = compare(&n, &[a, b], &ex, 0.0);
+        let ex = lags(&facts, H, 0, true);
+        let c = compare(&n, &[a.clone(), b.clone()], &ex, 0.0);
         assert_eq!(c.divergent.len(), 1);
         assert_eq!(c.divergent[0].bucket, 2 * H);
         assert_eq!(verdict(&n, &facts, &c, 0).0, Verdict::Diverged);
+    }
+
+    #[test]
+    fn a_deficit_within_records_behind_is_lag_anywhere_in_the_window() {
+        // b is paused; the 30 records it has yet to ingest are late data for hours 1 and 2.
+        let n = names(&["a", "b"]);
+        let a = counts(&[(1, 20), (2, 20), (3, 10)]);
+        let b = counts(&[(1, 5), (2, 5), (3, 10)]);
+        let facts = vec![
+            SiteFacts {
+                records_behind: Some(0),
+                latest: Some(3 * H + 9),
+                ..Default::default()
+            },
+            SiteFacts {
+                records_behind: Some(30),
+                latest: Some(3 * H + 9),
+                ..Default::default()
+            },
+        ];
+        let c = compare(&n, &[a.clone(), b.clone()], &lags(&facts, H, 0, true), 0.0);
+        assert!(c.divergent.is_empty(), "{:?}", c.divergent);
+        assert_eq!(c.lag_explained, 2);
+        assert_eq!(verdict(&n, &facts, &c, 0).0, Verdict::Lagging);
+        // 30 behind cannot explain 31 missing rows.
+        let b = counts(&[(1, 4), (2, 5), (3, 10)]);
+        let c = compare(&n, &[a.clone(), b], &lags(&facts, H, 0, true), 0.0);
+        assert_eq!(c.divergent.len(), 2);
+        // Nor can lag explain rows a catching-up site has in excess.
+        let b = counts(&[(1, 25), (2, 20), (3, 10)]);
+        let c = compare(&n, &[a, b], &lags(&facts, H, 0, true), 0.0);
+        assert_eq!(c.divergent.len(), 1);
+        assert_eq!(c.divergent[0].sites, vec!["b"]);
     }
 
     #[test]
@@ -509,7 +609,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        assert_eq!(excused_from(&facts, H, 0), vec![None, None]);
+        assert_eq!(lags(&facts, H, 0, true), vec![Lag::default(); 2]);
     }
 
     #[test]
@@ -525,10 +625,11 @@ mod tests {
             },
             SiteFacts::default(),
         ];
-        assert_eq!(
-            excused_from(&facts, H, 60_000),
-            vec![None, Some(2 * H), Some(i64::MIN)]
-        );
+        let from: Vec<Option<i64>> = lags(&facts, H, 60_000, true)
+            .iter()
+            .map(|l| l.from_bucket)
+            .collect();
+        assert_eq!(from, vec![None, Some(2 * H), Some(i64::MIN)]);
     }
 
     #[test]
@@ -563,7 +664,7 @@ mod tests {
         let c = compare(
             &n,
             &[counts(&[(1, 5)]), counts(&[(1, 5)])],
-            &[None, None],
+            &[Lag::default(); 2],
             0.0,
         );
         assert_eq!(verdict(&n, &facts, &c, 0).0, Verdict::InSync);
