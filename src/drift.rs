@@ -146,8 +146,8 @@ pub fn table(report: &DriftReport) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<16} {:>12} {:>10} {:>15}  {:<12} NOTE",
-            "SITE", "ROWS", "FRESHNESS", "RECORDS BEHIND", "SUPERVISOR"
+            "  {:<16} {:>12} {:>10} {:>15} {:>14}  {:<12} NOTE",
+            "SITE", "ROWS", "FRESHNESS", "RECORDS BEHIND", "(NOT MIRRORED)", "SUPERVISOR"
         );
         for s in &ds.sites {
             let supervisor = s
@@ -162,13 +162,14 @@ pub fn table(report: &DriftReport) -> String {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {:<16} {:>12} {:>10} {:>15}  {:<12} {}",
+                "  {:<16} {:>12} {:>10} {:>15} {:>14}  {:<12} {}",
                 s.site,
                 s.rows
                     .map(|r| r.to_string())
                     .unwrap_or_else(|| "?".to_string()),
                 age(s.freshness_seconds),
                 or_dash(s.records_behind),
+                or_dash(s.mirror_behind),
                 supervisor,
                 note
             );

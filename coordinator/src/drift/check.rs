@@ -169,6 +169,14 @@ impl DriftEngine {
             let fine_rows: i64 = fine[i].as_ref().map(|c| c.values().sum()).unwrap_or(0);
             let mut notes = g.notes.clone();
             let (partitions, records_behind) = self.progress(site, target, g, &mut notes).await;
+            let mirror_behind = if partitions.is_empty() {
+                None
+            } else {
+                partitions
+                    .iter()
+                    .map(|p| p.mirror_behind)
+                    .sum::<Option<i64>>()
+            };
             facts.push(SiteFacts {
                 error: None,
                 records_behind,
@@ -180,6 +188,7 @@ impl DriftEngine {
                 latest: g.latest.map(format_time),
                 freshness_seconds: g.latest.map(|l| (now_ms - l).max(0) as f64 / 1000.0),
                 records_behind,
+                mirror_behind,
                 partitions,
                 supervisor: g.supervisor.as_ref().map(|st| SupervisorView {
                     id: st.id.clone(),

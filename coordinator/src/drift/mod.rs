@@ -158,6 +158,8 @@ pub struct SiteReport {
     pub freshness_seconds: Option<f64>,
     /// Source records not yet in this site's Druid (sum over partitions); null if unknown.
     pub records_behind: Option<i64>,
+    /// The part of `records_behind` not yet mirrored into the site topic (mirror lag).
+    pub mirror_behind: Option<i64>,
     pub partitions: Vec<offsets::PartitionProgress>,
     pub supervisor: Option<SupervisorView>,
     /// Why the site could not be checked.
@@ -195,6 +197,7 @@ impl SiteReport {
             latest: None,
             freshness_seconds: None,
             records_behind: None,
+            mirror_behind: None,
             partitions: Vec::new(),
             supervisor: None,
             error: Some(e.to_string()),
@@ -245,5 +248,96 @@ pub fn record_metrics(metrics: &crate::metrics::Metrics, report: &DriftReport) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(name: &str, rows: Option<i64>, behind: Option<i64>) -> SiteReport {
+        SiteReport {
+            site: name.to_string(),
+            rows,
+            latest: None,
+            freshness_seconds: rows.map(|_| 5.0),
+            records_behind: behind,
+            mirror_behind: None,
+            partitions: Vec::new(),
+            supervisor: None,
+            error: rows
+                .is_none()
+                .then(|| "site b: Druid unreachable".to_string()),
+            error_kind: rows.is_none().then(|| "unreachable".to_string()),
+            notes: Vec::new(),
+        }
+    }
+
+    fn report(sites: Vec<SiteReport>, verdict: Verdict) -> DriftReport {
+        DriftReport::new(
+            0,
+            vec![DatasourceReport {
+                flow: "f".into(),
+                datasource: "clicks".into(),
+                verdict,
+                reason: String::new(),
+                window_start: String::new(),
+                window_end: String::new(),
+                granularity: "hour".into(),
+                count: "COUNT(*)".into(),
+                max_drift: 0.0,
+                sites,
+                divergent_buckets: Vec::new(),
+                divergent_bucket_count: 0,
+                lag_explained_buckets: 0,
+                agreed_intervals: 0,
+                fine_ranges: 0,
+            }],
+        )
+    }
+
+    #[test]
+    fn an_unreadable_site_loses_its_series_instead_of_reading_zero() {
+        let m = crate::metrics::Metrics::new();
+        record_metrics(
+            &m,
+            &report(
+                vec![site("a", Some(100), Some(0)), site("b", Some(90), Some(10))],
+                Verdict::Lagging,
+            ),
+        );
+        let text = m.render();
+        assert!(
+            text.contains("lockstep_drift_rows_difference{datasource=\"clicks\",site=\"b\"} -10")
+        );
+        assert!(text.contains("lockstep_drift_records_behind{datasource=\"clicks\",site=\"b\"} 10"));
+        assert!(
+            text.contains("lockstep_drift_verdict{datasource=\"clicks\",verdict=\"lagging\"} 1")
+        );
+        assert!(
+            text.contains("lockstep_drift_verdict{datasource=\"clicks\",verdict=\"in_sync\"} 0")
+        );
+        record_metrics(
+            &m,
+            &report(
+                vec![site("a", Some(100), Some(0)), site("b", None, None)],
+                Verdict::Unknown,
+            ),
+        );
+        let text = m.render();
+        assert!(!text.contains("site=\"b\""), "{text}");
+        assert!(
+            text.contains("lockstep_drift_verdict{datasource=\"clicks\",verdict=\"unknown\"} 1")
+        );
+    }
+
+    #[test]
+    fn overall_verdict_is_the_worst() {
+        let mut r = report(vec![], Verdict::Diverged);
+        r.datasources.push(r.datasources[0].clone());
+        r.datasources[1].verdict = Verdict::InSync;
+        let r = DriftReport::new(0, r.datasources);
+        assert_eq!(r.verdict, Verdict::Diverged);
+        assert_eq!(DriftReport::new(0, vec![]).verdict, Verdict::InSync);
     }
 }

@@ -66,6 +66,12 @@ pub struct PartitionProgress {
     pub source_high_watermark: i64,
     /// `source_high_watermark - source_offset`.
     pub records_behind: Option<i64>,
+    /// Next source offset the mirror will copy into the site topic (from the source-offset
+    /// header of the site topic's last record).
+    pub mirrored_source_offset: Option<i64>,
+    /// Source records not yet mirrored into the site topic: the part of `records_behind`
+    /// that is mirror lag rather than Druid ingestion lag.
+    pub mirror_behind: Option<i64>,
 }
 
 /// Kafka clients per cluster plus the (site, topic, partition, offset) -> source offset cache.
@@ -172,6 +178,19 @@ impl OffsetMap {
                     &source_label,
                     format!("watermarks of {}/{p}", route.source_topic),
                 ))?;
+            let (site_low, site_hw) = site
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fetch_watermarks(&route.site_topic, p, timeout)
+                .map_err(kerr(
+                    &site_label,
+                    format!("watermarks of {}/{p}", route.site_topic),
+                ))?;
+            let mirrored_source_offset = if site_hw <= site_low {
+                None
+            } else {
+                Some(self.source_offset_of(&site, &site_label, route, p, site_hw - 1, timeout)? + 1)
+            };
             let site_offset = ingested_end.get(&p).copied();
             let source_offset = match site_offset {
                 None | Some(0) => Some(source_low),
@@ -185,6 +204,10 @@ impl OffsetMap {
                 source_offset,
                 source_high_watermark: source_hw,
                 records_behind: source_offset.map(|s| (source_hw - s).max(0)),
+                mirrored_source_offset,
+                mirror_behind: Some(
+                    (source_hw - mirrored_source_offset.unwrap_or(source_low)).max(0),
+                ),
             });
         }
         Ok(out)
