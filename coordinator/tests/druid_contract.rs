@@ -227,6 +227,7 @@ async fn legacy_error_shape() {
             assert_eq!(code.as_deref(), Some("Plan validation failed"));
             assert_eq!(category, &None);
             assert!(message.contains("Object 'nope' not found"), "{message}");
+            assert!(e.is_missing_table());
             assert_eq!(
                 class.as_deref(),
                 Some("org.apache.calcite.tools.ValidationException")
@@ -257,6 +258,10 @@ async fn newer_error_shape() {
         other => panic!("expected a Druid error, got {other:?}"),
     }
     assert!(e.to_string().contains("invalidInput: Table 'nope'"), "{e}");
+    assert!(
+        e.is_missing_table(),
+        "an unknown table reads as an empty datasource"
+    );
 }
 
 #[tokio::test]

@@ -128,7 +128,7 @@ impl DriftEngine {
                     }
                     let client = self.client(site)?;
                     for r in ranges {
-                        for (bucket, rows) in client
+                        let answer = client
                             .bucket_counts(
                                 &target.datasource,
                                 &s.count,
@@ -136,8 +136,12 @@ impl DriftEngine {
                                 r.start,
                                 r.end,
                             )
-                            .await?
-                        {
+                            .await;
+                        let rows = match answer {
+                            Err(e) if e.is_missing_table() => Vec::new(),
+                            other => other?,
+                        };
+                        for (bucket, rows) in rows {
                             *counts.entry(bucket).or_insert(0) += rows;
                         }
                     }
@@ -288,9 +292,19 @@ impl DriftEngine {
                 Some((span, seg.rows))
             })
             .collect();
+        let latest = match latest {
+            Ok(l) => l,
+            // Druid does not know a datasource with no data yet: that is an empty
+            // datasource at this site, not an unreadable site.
+            Err(e) if e.is_missing_table() => {
+                notes.push(format!("datasource \"{ds}\" does not exist here (no data)"));
+                None
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Gathered {
             segments,
-            latest: latest?,
+            latest,
             supervisor,
             notes,
         })

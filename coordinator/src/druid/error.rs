@@ -101,6 +101,19 @@ impl DruidError {
         }
     }
 
+    /// Druid's answer to SQL over a datasource it does not know (no data ingested yet):
+    /// HTTP 400 with "... not found" in either error shape.
+    pub fn is_missing_table(&self) -> bool {
+        match self {
+            DruidError::Druid { status, body, .. } => {
+                *status == 400
+                    && (body.message.contains("not found") || body.message.contains("Not found"))
+                    && (body.message.contains("Table") || body.message.contains("Object"))
+            }
+            _ => false,
+        }
+    }
+
     /// A transport failure (no HTTP answer).
     pub fn from_transport(site: &str, endpoint: &str, e: reqwest::Error) -> Self {
         if e.is_timeout() {
