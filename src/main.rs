@@ -3,6 +3,7 @@
 
 mod demo;
 mod sync;
+mod drift;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -93,6 +94,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Compare what every site's Druid holds, per datasource, querying the sites directly (no
+    /// coordinator needed). Exits 0 when every datasource is in sync within --max-drift, 1 on
+    /// drift (lagging or diverged), 2 when a site (or the config) could not be checked.
+    DriftCheck(DriftCheckArgs),
     /// Run a coordinator and two workers on a built-in config, print the assignment, and stop.
     Demo {
         /// How long to run (e.g. 20s, 2m).
@@ -126,6 +131,43 @@ struct WorkerArgs {
     /// How long a stopping task may take before it is aborted.
     #[arg(long, default_value = "30s", value_parser = humantime_duration)]
     stop_timeout: Duration,
+}
+
+#[derive(Args)]
+struct DriftCheckArgs {
+    /// Config file (TOML): its sites, flows and datasources.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Check only this datasource.
+    #[arg(long)]
+    datasource: Option<String>,
+    /// How far back to compare (default: each flow's drift.window, 24h).
+    #[arg(long, value_parser = humantime_duration)]
+    since: Option<Duration>,
+    /// Bucket of the per-bucket comparison: minute, fifteen_minute, hour or day (default:
+    /// each flow's drift.granularity, hour).
+    #[arg(long, value_parser = parse_granularity)]
+    granularity: Option<lockstep_config::Granularity>,
+    /// Most recent data not compared yet, still in flight (default: each flow's
+    /// drift.settle, 5m).
+    #[arg(long, value_parser = humantime_duration)]
+    settle: Option<Duration>,
+    /// Tolerated relative difference per bucket, e.g. 0.1% or 0.001 (default: each flow's
+    /// drift.max_drift, 0).
+    #[arg(long, value_parser = parse_max_drift)]
+    max_drift: Option<f64>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+fn parse_granularity(s: &str) -> Result<lockstep_config::Granularity, String> {
+    lockstep_config::Granularity::parse(s)
+        .ok_or_else(|| format!("\"{s}\": expected minute, fifteen_minute, hour or day"))
+}
+
+fn parse_max_drift(s: &str) -> Result<f64, String> {
+    lockstep_config::parse_ratio(s)
+        .ok_or_else(|| format!("\"{s}\": expected a ratio in 0..1, e.g. 0.1% or 0.001"))
 }
 
 #[derive(Subcommand)]
@@ -326,6 +368,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::DriftCheck(args) => Ok(drift::run(args).await),
         Command::Demo { duration } => demo::run(duration).await,
         Command::Sync {
             config,

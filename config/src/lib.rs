@@ -15,6 +15,7 @@ mod validate;
 
 pub use model::*;
 pub use secret::Secret;
+pub use validate::parse_ratio;
 
 use serde::Deserialize;
 use std::fmt;

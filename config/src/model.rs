@@ -54,6 +54,9 @@ pub struct CoordinatorConfig {
     #[serde(with = "humantime_serde_compat")]
     pub lease_safety_margin: Duration,
     pub max_workers: u32,
+    /// How often the coordinator checks drift across sites.
+    #[serde(with = "humantime_serde_compat")]
+    pub drift_interval: Duration,
 }
 
 /// A site: one Druid cluster in one datacenter, with its local Kafka and object store.
@@ -192,6 +195,142 @@ pub struct Flow {
     /// The Druid datasource(s) this flow feeds at every site.
     pub datasources: Vec<String>,
     pub kind: FlowKind,
+    /// How drift is measured for this flow's datasources.
+    #[serde(default)]
+    pub drift: DriftSettings,
+}
+
+/// `[flows.drift]`: how the drift engine compares this flow's datasources across sites.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftSettings {
+    /// How far back a check looks (`now - window` .. `now - settle`).
+    #[serde(with = "humantime_serde_compat")]
+    pub window: Duration,
+    /// The most recent data still settling (in flight, not yet handed off): not compared.
+    #[serde(with = "humantime_serde_compat")]
+    pub settle: Duration,
+    /// Time bucket of the fine, per-bucket comparison.
+    pub granularity: Granularity,
+    /// How rows are counted: `COUNT(*)`, or `SUM("count")` for rolled-up datasources.
+    pub count: CountExpr,
+    /// Largest tolerated relative difference per bucket (0.001 = 0.1%).
+    pub max_drift: f64,
+}
+
+impl Default for DriftSettings {
+    fn default() -> Self {
+        DriftSettings {
+            window: Duration::from_secs(24 * 3600),
+            settle: Duration::from_secs(300),
+            granularity: Granularity::Hour,
+            count: CountExpr::Rows,
+            max_drift: 0.0,
+        }
+    }
+}
+
+/// A time bucket for per-bucket row counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    Minute,
+    FifteenMinute,
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    /// Length of one bucket.
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(match self {
+            Granularity::Minute => 60,
+            Granularity::FifteenMinute => 900,
+            Granularity::Hour => 3600,
+            Granularity::Day => 86400,
+        })
+    }
+
+    /// ISO-8601 period for Druid's `TIME_FLOOR`.
+    pub fn iso_period(self) -> &'static str {
+        match self {
+            Granularity::Minute => "PT1M",
+            Granularity::FifteenMinute => "PT15M",
+            Granularity::Hour => "PT1H",
+            Granularity::Day => "P1D",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Minute => "minute",
+            Granularity::FifteenMinute => "fifteen_minute",
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+        }
+    }
+
+    /// Parses `minute`, `fifteen_minute`, `hour` or `day`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "minute" => Some(Granularity::Minute),
+            "fifteen_minute" | "15m" => Some(Granularity::FifteenMinute),
+            "hour" => Some(Granularity::Hour),
+            "day" => Some(Granularity::Day),
+            _ => None,
+        }
+    }
+}
+
+/// How the drift engine counts rows in a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountExpr {
+    /// `COUNT(*)`: one row per Druid row (right for datasources without rollup).
+    Rows,
+    /// `SUM("<column>")`: the ingested-event count of a rolled-up datasource.
+    Sum(String),
+}
+
+impl CountExpr {
+    /// Parses `COUNT(*)` or `SUM("col")` (quotes optional). The column may contain only
+    /// letters, digits, `_`, `-` and `.`, so the SQL built from it needs no escaping.
+    pub fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        let upper = t.to_ascii_uppercase();
+        if upper.replace(' ', "") == "COUNT(*)" {
+            return Some(CountExpr::Rows);
+        }
+        if upper.starts_with("SUM(") && t.ends_with(')') {
+            let inner = t[4..t.len() - 1].trim();
+            let col = inner
+                .strip_prefix('"')
+                .and_then(|c| c.strip_suffix('"'))
+                .unwrap_or(inner);
+            if !col.is_empty()
+                && col
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Some(CountExpr::Sum(col.to_string()));
+            }
+        }
+        None
+    }
+
+    /// The SQL aggregate.
+    pub fn sql(&self) -> String {
+        match self {
+            CountExpr::Rows => "COUNT(*)".to_string(),
+            CountExpr::Sum(col) => format!("SUM(\"{col}\")"),
+        }
+    }
+
+    /// Whether `sys.segments.num_rows` counts the same thing (only for `COUNT(*)`; a
+    /// rolled-up row stands for many events, so the coarse pass then compares Druid rows,
+    /// which still differ whenever the events do, and the fine pass decides).
+    pub fn is_rows(&self) -> bool {
+        matches!(self, CountExpr::Rows)
+    }
 }
 
 impl Flow {
@@ -351,6 +490,7 @@ pub(crate) struct RawCoordinator {
     pub handover_margin: Option<String>,
     pub lease_safety_margin: Option<String>,
     pub max_workers: Option<u32>,
+    pub drift_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -421,4 +561,15 @@ pub(crate) struct RawFlow {
     pub interval: Option<String>,
     // both
     pub bandwidth_limit: Option<String>,
+    pub drift: Option<RawDrift>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDrift {
+    pub window: Option<String>,
+    pub settle: Option<String>,
+    pub granularity: Option<String>,
+    pub count: Option<String>,
+    pub max_drift: Option<String>,
 }

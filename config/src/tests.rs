@@ -281,3 +281,67 @@ fn unicode_before_an_error_counts_columns_in_characters() {
         other => panic!("expected a syntax error, got {other}"),
     }
 }
+
+#[test]
+fn drift_settings_default_and_parse() {
+    let c = parse_ok(MINIMAL);
+    assert_eq!(c.flows[0].drift, DriftSettings::default());
+    assert_eq!(
+        c.coordinator.drift_interval,
+        std::time::Duration::from_secs(60)
+    );
+    let text = MINIMAL.to_string()
+        + r#"
+[flows.drift]
+window = "48h"
+settle = "10m"
+granularity = "day"
+count = 'SUM("count")'
+max_drift = "0.1%"
+"#;
+    let d = parse_ok(&text).flows[0].drift.clone();
+    assert_eq!(d.window, std::time::Duration::from_secs(48 * 3600));
+    assert_eq!(d.settle, std::time::Duration::from_secs(600));
+    assert_eq!(d.granularity, Granularity::Day);
+    assert_eq!(d.count, CountExpr::Sum("count".to_string()));
+    assert_eq!(d.count.sql(), "SUM(\"count\")");
+    assert!((d.max_drift - 0.001).abs() < 1e-12);
+}
+
+#[test]
+fn drift_settings_errors_name_their_fields() {
+    let text = MINIMAL.to_string()
+        + r#"
+[flows.drift]
+window = "1h"
+settle = "2h"
+granularity = "fortnight"
+count = "SUM(a; DROP)"
+max_drift = "150%"
+"#;
+    let shown = parse_err(&text).to_string();
+    for needle in [
+        "flows[0].drift.settle: 2h must be shorter than window (1h)",
+        "flows[0].drift.granularity: unknown granularity \"fortnight\"",
+        "flows[0].drift.count: \"SUM(a; DROP)\" is not COUNT(*)",
+        "flows[0].drift.max_drift: \"150%\" is not a ratio",
+    ] {
+        assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
+    }
+}
+
+#[test]
+fn ratios_and_count_expressions() {
+    assert_eq!(parse_ratio("0"), Some(0.0));
+    assert_eq!(parse_ratio("1%"), Some(0.01));
+    assert_eq!(parse_ratio("0.25"), Some(0.25));
+    assert_eq!(parse_ratio("-1%"), None);
+    assert_eq!(parse_ratio("abc"), None);
+    assert_eq!(CountExpr::parse("count(*)"), Some(CountExpr::Rows));
+    assert_eq!(
+        CountExpr::parse("SUM(events)"),
+        Some(CountExpr::Sum("events".into()))
+    );
+    assert_eq!(CountExpr::parse("SUM(\"a\\\"b\")"), None);
+    assert_eq!(CountExpr::parse("MAX(x)"), None);
+}

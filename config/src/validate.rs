@@ -233,6 +233,11 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         handover_margin,
         lease_safety_margin,
         max_workers,
+        drift_interval: c.duration(
+            "coordinator.drift_interval",
+            rc.drift_interval.as_deref(),
+            Duration::from_secs(60),
+        ),
     };
 
     // [[sites]]
@@ -410,6 +415,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
                 None
             }
         };
+        let drift = drift_settings(&mut c, &format!("{p}.drift"), f.drift.as_ref());
         if let Some(kind) = kind {
             flows.push(Flow {
                 name: f.name,
@@ -417,6 +423,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
                 sites: flow_sites,
                 datasources: f.datasources,
                 kind,
+                drift,
             });
         }
     }
@@ -581,6 +588,78 @@ fn objects_flow(
             Duration::from_secs(60),
         ),
     }))
+}
+
+fn drift_settings(c: &mut Checker, p: &str, raw: Option<&RawDrift>) -> DriftSettings {
+    let d = DriftSettings::default();
+    let Some(raw) = raw else { return d };
+    let window = c.duration(&format!("{p}.window"), raw.window.as_deref(), d.window);
+    // A zero settling period is allowed: it compares up to now.
+    let settle = match raw.settle.as_deref() {
+        Some(t) if t.trim() == "0" || t.trim() == "0s" => Duration::ZERO,
+        other => c.duration(&format!("{p}.settle"), other, d.settle),
+    };
+    if settle >= window {
+        c.err(
+            format!("{p}.settle"),
+            format!(
+                "{} must be shorter than window ({}): nothing would be compared",
+                humantime::format_duration(settle),
+                humantime::format_duration(window)
+            ),
+        );
+    }
+    let granularity = match raw.granularity.as_deref() {
+        None => d.granularity,
+        Some(t) => Granularity::parse(t).unwrap_or_else(|| {
+            c.err(
+                format!("{p}.granularity"),
+                format!(
+                    "unknown granularity \"{t}\" (expected minute, fifteen_minute, hour or day)"
+                ),
+            );
+            d.granularity
+        }),
+    };
+    let count = match raw.count.as_deref() {
+        None => d.count,
+        Some(t) => CountExpr::parse(t).unwrap_or_else(|| {
+            c.err(
+                format!("{p}.count"),
+                format!("\"{t}\" is not COUNT(*) or SUM(\"column\")"),
+            );
+            CountExpr::Rows
+        }),
+    };
+    let max_drift = match raw.max_drift.as_deref() {
+        None => d.max_drift,
+        Some(t) => parse_ratio(t).unwrap_or_else(|| {
+            c.err(
+                format!("{p}.max_drift"),
+                format!(
+                    "\"{t}\" is not a ratio between 0 and 1 (examples: \"0\", \"0.1%\", \"0.001\")"
+                ),
+            );
+            d.max_drift
+        }),
+    };
+    DriftSettings {
+        window,
+        settle,
+        granularity,
+        count,
+        max_drift,
+    }
+}
+
+/// Parses a ratio written as a percentage (`"0.1%"`) or a fraction (`"0.001"`), in 0..=1.
+pub fn parse_ratio(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let value = match t.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().ok()? / 100.0,
+        None => t.parse::<f64>().ok()?,
+    };
+    (value.is_finite() && (0.0..=1.0).contains(&value)).then_some(value)
 }
 
 fn valid_topic(t: &str) -> bool {

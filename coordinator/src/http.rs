@@ -1,5 +1,6 @@
 //! The coordinator's HTTP side (axum): `/healthz` (the process runs), `/readyz` (state is
-//! loaded and gRPC is serving), `/metrics` (Prometheus text) and `/api/v1/status` (JSON).
+//! loaded and gRPC is serving), `/metrics` (Prometheus text), `/api/v1/status` (JSON) and
+//! `/api/v1/drift` (the drift poller's latest report; 503 until the first check ends).
 
 use crate::server::Shared;
 use axum::extract::State;
@@ -19,6 +20,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/drift", get(drift))
         .with_state(shared)
 }
 
@@ -180,4 +182,15 @@ impl From<pb::StatusResponse> for StatusView {
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusView> {
     Json(shared.view_status().await.into())
+}
+
+async fn drift(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.drift.read().await.as_ref() {
+        Some(report) => Json(report.clone()).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "no drift check has finished yet" })),
+        )
+            .into_response(),
+    }
 }

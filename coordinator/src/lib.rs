@@ -7,6 +7,8 @@
 
 pub mod assign;
 pub mod control;
+pub mod drift;
+pub mod druid;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

@@ -3,7 +3,8 @@
 //! `_total`; the README's catalog lists them and a test checks that each one is exported.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 #[derive(Clone)]
@@ -22,6 +23,13 @@ pub struct Metrics {
     pub state_writes: IntCounterVec,
     pub state_write_seconds: Histogram,
     pub grpc_requests: IntCounterVec,
+    pub drift_verdict: IntGaugeVec,
+    pub drift_rows_difference: IntGaugeVec,
+    pub drift_records_behind: IntGaugeVec,
+    pub drift_freshness_seconds: GaugeVec,
+    pub drift_poll_seconds: Histogram,
+    pub druid_request_seconds: HistogramVec,
+    pub druid_errors: IntCounterVec,
 }
 
 /// Names as exported, for the catalog test.
@@ -39,6 +47,13 @@ pub const NAMES: &[&str] = &[
     "lockstep_coordinator_state_writes_total",
     "lockstep_coordinator_state_write_duration_seconds",
     "lockstep_coordinator_grpc_requests_total",
+    "lockstep_drift_verdict",
+    "lockstep_drift_rows_difference",
+    "lockstep_drift_records_behind",
+    "lockstep_drift_freshness_seconds",
+    "lockstep_drift_poll_duration_seconds",
+    "lockstep_druid_request_duration_seconds",
+    "lockstep_druid_errors_total",
 ];
 
 impl Metrics {
@@ -59,6 +74,13 @@ impl Metrics {
             Box::new(m.state_writes.clone()),
             Box::new(m.state_write_seconds.clone()),
             Box::new(m.grpc_requests.clone()),
+            Box::new(m.drift_verdict.clone()),
+            Box::new(m.drift_rows_difference.clone()),
+            Box::new(m.drift_records_behind.clone()),
+            Box::new(m.drift_freshness_seconds.clone()),
+            Box::new(m.drift_poll_seconds.clone()),
+            Box::new(m.druid_request_seconds.clone()),
+            Box::new(m.druid_errors.clone()),
         ];
         for c in collectors {
             // Names are constants and distinct, so registration cannot collide.
@@ -81,6 +103,10 @@ impl Metrics {
             Histogram::with_opts(HistogramOpts::new(n, h).buckets(b)).expect("valid metric")
         };
         let fast = prometheus::exponential_buckets(0.0001, 4.0, 10).expect("valid buckets");
+        let slow = prometheus::exponential_buckets(0.005, 3.0, 10).expect("valid buckets");
+        let gauge_vec = |n: &str, h: &str, l: &[&str]| {
+            IntGaugeVec::new(Opts::new(n, h), l).expect("valid metric")
+        };
         Metrics {
             registry: Registry::new(),
             workers: gauge(NAMES[0], "Workers holding a live lease."),
@@ -114,6 +140,45 @@ impl Metrics {
                 NAMES[12],
                 "gRPC requests by method and status code.",
                 &["method", "code"],
+            ),
+            drift_verdict: gauge_vec(
+                NAMES[13],
+                "1 for the datasource's current drift verdict (in_sync, lagging, diverged, unknown), 0 for the others.",
+                &["datasource", "verdict"],
+            ),
+            drift_rows_difference: gauge_vec(
+                NAMES[14],
+                "Rows a site has minus the most any site has, over the settled window (0 or negative; absent when the site could not be read).",
+                &["datasource", "site"],
+            ),
+            drift_records_behind: gauge_vec(
+                NAMES[15],
+                "Source records not yet ingested by the site's Druid, in source offsets (absent when unknown).",
+                &["datasource", "site"],
+            ),
+            drift_freshness_seconds: GaugeVec::new(
+                Opts::new(
+                    NAMES[16],
+                    "Age of the site's newest row (now - MAX(__time)) at the last poll.",
+                ),
+                &["datasource", "site"],
+            )
+            .expect("valid metric"),
+            drift_poll_seconds: hist(
+                NAMES[17],
+                "Time to check drift of every datasource once.",
+                slow.clone(),
+            ),
+            druid_request_seconds: HistogramVec::new(
+                HistogramOpts::new(NAMES[18], "Druid API call latency by site and endpoint.")
+                    .buckets(slow),
+                &["site", "endpoint"],
+            )
+            .expect("valid metric"),
+            druid_errors: counter_vec(
+                NAMES[19],
+                "Failed Druid API calls by site and kind (unreachable, timeout, unauthorized, druid, not_json, decode, setup).",
+                &["site", "kind"],
             ),
         }
     }

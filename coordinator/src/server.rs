@@ -40,6 +40,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub coordinator_id: String,
     pub region: String,
+    /// The drift poller's latest report.
+    pub drift: crate::drift::poller::LatestReport,
 }
 
 impl Shared {
@@ -157,6 +159,7 @@ pub async fn start(
             .clone()
             .unwrap_or_else(|| format!("{}-{hostname}", c.region)),
         region: c.region.clone(),
+        drift: Default::default(),
     });
     {
         let mut control = shared.control.lock().await;
@@ -186,10 +189,16 @@ pub async fn start(
     let grpc_task = tokio::spawn(grpc::serve(grpc_listener, shared.clone(), shutdown.clone()));
     let http_task = tokio::spawn(http::serve(http_listener, shared.clone(), shutdown.clone()));
     let tick_task = tokio::spawn(tick_loop(shared.clone(), timing, shutdown.clone()));
+    let drift_task = tokio::spawn(crate::drift::poller::run(
+        config.clone(),
+        shared.metrics.clone(),
+        shared.drift.clone(),
+        shutdown.clone(),
+    ));
     shared.ready.store(true, Ordering::SeqCst);
 
     let done = async move {
-        let (g, h, t) = tokio::join!(grpc_task, http_task, tick_task);
+        let (g, h, t, d) = tokio::join!(grpc_task, http_task, tick_task, drift_task);
         let joined =
             |what: &'static str, r: Result<Result<(), String>, tokio::task::JoinError>| match r {
                 Ok(Ok(())) => Ok(()),
@@ -202,6 +211,7 @@ pub async fn start(
         joined("gRPC", g)?;
         joined("HTTP", h)?;
         joined("tick", t.map(|()| Ok(())))?;
+        joined("drift", d.map(|()| Ok(())))?;
         // Last write: the assignment as it stands, for the next start.
         let mut control = shared.control.lock().await;
         control.mark_dirty();

@@ -157,6 +157,18 @@ impl Cluster {
         margin_ms: u64,
         run: bool,
     ) -> Cluster {
+        Self::start_full(body, "", lease_ttl_ms, heartbeat_ms, margin_ms, run)
+    }
+
+    /// Like `start_with`, with extra `[coordinator]` lines (e.g. `drift_interval = "1s"`).
+    pub fn start_full(
+        body: &str,
+        coordinator_extra: &str,
+        lease_ttl_ms: u64,
+        heartbeat_ms: u64,
+        margin_ms: u64,
+        run: bool,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let grpc_port = free_port();
         let http_port = free_port();
@@ -170,6 +182,7 @@ lease_ttl = "{lease_ttl_ms}ms"
 heartbeat_interval = "{heartbeat_ms}ms"
 handover_margin = "{margin_ms}ms"
 lease_safety_margin = "{safety}ms"
+{coordinator_extra}
 [coordinator.state]
 service = "fs"
 root = "{state}"

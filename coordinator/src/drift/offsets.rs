@@ -1,0 +1,346 @@
+//! The offset map for drift: a site's Druid progress (supervisor offsets, in SITE offsets)
+//! expressed in SOURCE offsets, by reading the `lockstep.src.offset` header of the last
+//! record Druid ingested from each site partition, and comparing with the source topic's high
+//! watermark: records behind = source_hw - (source offset of the last ingested record + 1).
+//!
+//! It reads (one record per partition and poll, cached by site offset) and never writes or
+//! commits. rdkafka calls block, so they run on the blocking pool.
+
+use lockstep_config::KafkaCluster;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The headers the mirror writes (defined in `workers/src/kafka/headers.rs`; the coordinator
+/// does not depend on the workers crate, so the two names are repeated here).
+const SRC_OFFSET: &str = "lockstep.src.offset";
+const SRC_CLUSTER: &str = "lockstep.src.cluster";
+
+/// Most cached (site offset -> source offset) entries before the cache starts afresh.
+const CACHE_LIMIT: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetError {
+    #[error("{cluster}: {what}: {message}")]
+    Kafka {
+        cluster: String,
+        what: String,
+        message: String,
+    },
+    #[error("{cluster}: {topic}/{partition}@{offset}: the record carries no {SRC_OFFSET} header from source \"{source_name}\"")]
+    NoHeader {
+        cluster: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        source_name: String,
+    },
+}
+
+/// Where a datasource's data comes from in Kafka: a source topic mirrored into a site topic.
+#[derive(Debug, Clone)]
+pub struct KafkaRoute {
+    /// The source's name (what the mirror writes in `lockstep.src.cluster`).
+    pub source_name: String,
+    pub source: KafkaCluster,
+    pub source_topic: String,
+    pub site_name: String,
+    pub site: KafkaCluster,
+    pub site_topic: String,
+}
+
+/// One partition's progress in both coordinates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionProgress {
+    pub partition: i32,
+    /// Next site offset Druid will ingest (from the supervisor), if it reported one.
+    pub site_offset: Option<i64>,
+    /// Next source offset Druid will ingest (through the offset map).
+    pub source_offset: Option<i64>,
+    /// The source partition's high watermark.
+    pub source_high_watermark: i64,
+    /// `source_high_watermark - source_offset`.
+    pub records_behind: Option<i64>,
+    /// Next source offset the mirror will copy into the site topic (from the source-offset
+    /// header of the site topic's last record).
+    pub mirrored_source_offset: Option<i64>,
+    /// Source records not yet mirrored into the site topic: the part of `records_behind`
+    /// that is mirror lag rather than Druid ingestion lag.
+    pub mirror_behind: Option<i64>,
+}
+
+/// Kafka clients per cluster plus the (site, topic, partition, offset) -> source offset cache.
+#[derive(Default)]
+pub struct OffsetMap {
+    consumers: Mutex<HashMap<String, Arc<Mutex<BaseConsumer>>>>,
+    cache: Mutex<HashMap<(String, String, i32, i64), i64>>,
+}
+
+impl OffsetMap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn consumer(
+        &self,
+        name: &str,
+        cluster: &KafkaCluster,
+    ) -> Result<Arc<Mutex<BaseConsumer>>, OffsetError> {
+        let key = format!("{name}|{}", cluster.bootstrap_servers);
+        let mut map = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &cluster.bootstrap_servers);
+        for (k, v) in &cluster.properties {
+            cfg.set(k, v.expose());
+        }
+        cfg.set("group.id", "lockstep-drift")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = cfg.create().map_err(|e| OffsetError::Kafka {
+            cluster: name.to_string(),
+            what: "creating a consumer".to_string(),
+            message: e.to_string(),
+        })?;
+        let c = Arc::new(Mutex::new(consumer));
+        map.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Progress per partition of the route's source topic, given the supervisor's
+    /// `ingested_end` (partition -> next site offset to ingest). Partitions the supervisor
+    /// does not report count as nothing ingested.
+    pub async fn progress(
+        self: &Arc<Self>,
+        route: &KafkaRoute,
+        ingested_end: &BTreeMap<i32, i64>,
+        timeout: Duration,
+    ) -> Result<Vec<PartitionProgress>, OffsetError> {
+        let this = self.clone();
+        let route = route.clone();
+        let ingested = ingested_end.clone();
+        tokio::task::spawn_blocking(move || this.progress_blocking(&route, &ingested, timeout))
+            .await
+            .map_err(|e| OffsetError::Kafka {
+                cluster: "offset map".to_string(),
+                what: "blocking task".to_string(),
+                message: e.to_string(),
+            })?
+    }
+
+    fn progress_blocking(
+        &self,
+        route: &KafkaRoute,
+        ingested_end: &BTreeMap<i32, i64>,
+        timeout: Duration,
+    ) -> Result<Vec<PartitionProgress>, OffsetError> {
+        let source_label = format!("source {}", route.source_name);
+        let site_label = format!("site {}", route.site_name);
+        let source = self.consumer(&source_label, &route.source)?;
+        let site = self.consumer(&site_label, &route.site)?;
+        let kerr = |cluster: &str, what: String| {
+            let cluster = cluster.to_string();
+            move |e: rdkafka::error::KafkaError| OffsetError::Kafka {
+                cluster,
+                what,
+                message: e.to_string(),
+            }
+        };
+        let partitions: Vec<i32> = {
+            let c = source.lock().unwrap_or_else(|p| p.into_inner());
+            let md = c
+                .fetch_metadata(Some(&route.source_topic), timeout)
+                .map_err(kerr(
+                    &source_label,
+                    format!("metadata of {}", route.source_topic),
+                ))?;
+            md.topics()
+                .iter()
+                .filter(|t| t.name() == route.source_topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for p in partitions {
+            let (source_low, source_hw) = source
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fetch_watermarks(&route.source_topic, p, timeout)
+                .map_err(kerr(
+                    &source_label,
+                    format!("watermarks of {}/{p}", route.source_topic),
+                ))?;
+            let (site_low, site_hw) = site
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fetch_watermarks(&route.site_topic, p, timeout)
+                .map_err(kerr(
+                    &site_label,
+                    format!("watermarks of {}/{p}", route.site_topic),
+                ))?;
+            let mirrored_source_offset = if site_hw <= site_low {
+                None
+            } else {
+                Some(self.source_offset_of(&site, &site_label, route, p, site_hw - 1, timeout)? + 1)
+            };
+            let site_offset = ingested_end.get(&p).copied();
+            let source_offset = match site_offset {
+                None | Some(0) => Some(source_low),
+                Some(end) => {
+                    Some(self.source_offset_of(&site, &site_label, route, p, end - 1, timeout)? + 1)
+                }
+            };
+            out.push(PartitionProgress {
+                partition: p,
+                site_offset,
+                source_offset,
+                source_high_watermark: source_hw,
+                records_behind: source_offset.map(|s| (source_hw - s).max(0)),
+                mirrored_source_offset,
+                mirror_behind: Some(
+                    (source_hw - mirrored_source_offset.unwrap_or(source_low)).max(0),
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The source offset recorded in the site record at `offset`.
+    fn source_offset_of(
+        &self,
+        site: &Mutex<BaseConsumer>,
+        site_label: &str,
+        route: &KafkaRoute,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<i64, OffsetError> {
+        let key = (
+            route.site.bootstrap_servers.clone(),
+            route.site_topic.clone(),
+            partition,
+            offset,
+        );
+        if let Some(v) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(*v);
+        }
+        let err = |what: String, message: String| OffsetError::Kafka {
+            cluster: site_label.to_string(),
+            what,
+            message,
+        };
+        let what = format!("reading {}/{partition}@{offset}", route.site_topic);
+        let consumer = site.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&route.site_topic, partition, Offset::Offset(offset))
+            .map_err(|e| err(what.clone(), e.to_string()))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| err(what.clone(), e.to_string()))?;
+        let deadline = Instant::now() + timeout;
+        let found = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let _ = consumer.unassign();
+                return Err(err(what, "timed out".to_string()));
+            }
+            match consumer.poll(left.min(Duration::from_millis(200))) {
+                Some(Ok(m))
+                    if m.topic() == route.site_topic
+                        && m.partition() == partition
+                        && m.offset() >= offset =>
+                {
+                    let mut value = None;
+                    let mut from_source = false;
+                    if let Some(h) = m.headers() {
+                        for header in h.iter() {
+                            match header.key {
+                                SRC_OFFSET => {
+                                    value = header.value.and_then(|v| {
+                                        std::str::from_utf8(v).ok()?.parse::<i64>().ok()
+                                    })
+                                }
+                                SRC_CLUSTER => {
+                                    from_source = header.value == Some(route.source_name.as_bytes())
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    // A record after `offset` (a gap from compaction or a control record)
+                    // stands in for the one before it.
+                    let shift = m.offset() - offset;
+                    break value.filter(|_| from_source).map(|v| v - shift);
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => {
+                    let _ = consumer.unassign();
+                    return Err(err(what, e.to_string()));
+                }
+            }
+        };
+        let _ = consumer.unassign();
+        let value = found.ok_or_else(|| OffsetError::NoHeader {
+            cluster: site_label.to_string(),
+            topic: route.site_topic.clone(),
+            partition,
+            offset,
+            source_name: route.source_name.clone(),
+        })?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, value);
+        Ok(value)
+    }
+}
+
+/// The source topic a site topic mirrors, from the flow's `target_topic` template
+/// (`{topic}` stands for the source topic).
+pub fn source_topic_of(template: &str, site_topic: &str, listed: &[String]) -> Option<String> {
+    match template.split_once("{topic}") {
+        Some((prefix, suffix)) => site_topic
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
+        // No placeholder: a one-topic flow.
+        None => (template == site_topic && listed.len() == 1).then(|| listed[0].clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_topic_from_template() {
+        assert_eq!(
+            source_topic_of("{topic}", "clicks", &[]),
+            Some("clicks".into())
+        );
+        assert_eq!(
+            source_topic_of("mirror.{topic}.v1", "mirror.clicks.v1", &[]),
+            Some("clicks".into())
+        );
+        assert_eq!(source_topic_of("mirror.{topic}", "other", &[]), None);
+        assert_eq!(
+            source_topic_of("local", "local", &["up".into()]),
+            Some("up".into())
+        );
+    }
+}
