@@ -11,10 +11,12 @@
 mod interp;
 mod model;
 mod secret;
+mod security;
 mod validate;
 
 pub use model::*;
 pub use secret::Secret;
+pub use security::{AuthConfig, Limits, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES, MIN_TOKEN_CHARS};
 
 use serde::Deserialize;
 use std::fmt;
@@ -131,10 +133,19 @@ pub fn parse(
         })?;
 
     // Pass 3: meaning.
-    validate::validate(raw).map_err(|errors| ConfigError::Invalid {
+    let mut config = validate::validate(raw).map_err(|errors| ConfigError::Invalid {
         file: file.to_string(),
         errors,
-    })
+    })?;
+    // Pass 4: files the config names (relative to the config's folder).
+    security::resolve_files(&mut config.coordinator.tls, base_dir, &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            errors,
+        });
+    }
+    Ok(config)
 }
 
 fn syntax_error(file: &str, text: &str, path: Option<String>, e: &toml::de::Error) -> ConfigError {

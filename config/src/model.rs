@@ -54,6 +54,15 @@ pub struct CoordinatorConfig {
     #[serde(with = "humantime_serde_compat")]
     pub lease_safety_margin: Duration,
     pub max_workers: u32,
+    /// `[coordinator.tls]`: TLS (and mutual TLS) on the gRPC port; None = plaintext.
+    #[serde(default)]
+    pub tls: Option<crate::security::TlsConfig>,
+    /// `[coordinator.auth]`: the admin token.
+    #[serde(default)]
+    pub auth: crate::security::AuthConfig,
+    /// `[coordinator.limits]`.
+    #[serde(default)]
+    pub limits: crate::security::Limits,
 }
 
 /// A site: one Druid cluster in one datacenter, with its local Kafka and object store.
@@ -351,6 +360,9 @@ pub(crate) struct RawCoordinator {
     pub handover_margin: Option<String>,
     pub lease_safety_margin: Option<String>,
     pub max_workers: Option<u32>,
+    pub tls: Option<crate::security::RawTls>,
+    pub auth: Option<crate::security::RawAuth>,
+    pub limits: Option<crate::security::RawLimits>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -233,6 +233,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         handover_margin,
         lease_safety_margin,
         max_workers,
+        tls: crate::security::tls(rc.tls, &mut c.errors),
+        auth: crate::security::auth(rc.auth, &mut c.errors),
+        limits: crate::security::limits(rc.limits, &mut c.errors),
     };
 
     // [[sites]]

@@ -1,5 +1,6 @@
 //! The coordinator's HTTP side (axum): `/healthz` (the process runs), `/readyz` (state is
 //! loaded and gRPC is serving), `/metrics` (Prometheus text) and `/api/v1/status` (JSON).
+//! `/api/...` is guarded by the admin token ([`crate::auth::http_guard`]).
 
 use crate::server::Shared;
 use axum::extract::State;
@@ -14,12 +15,18 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let auth = shared.auth.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .with_state(shared)
+        // Every `/api/...` route, present and future, needs the admin token (crate::auth).
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::http_guard,
+        ))
 }
 
 pub async fn serve(

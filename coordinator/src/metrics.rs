@@ -22,6 +22,10 @@ pub struct Metrics {
     pub state_writes: IntCounterVec,
     pub state_write_seconds: Histogram,
     pub grpc_requests: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub worker_calls_rejected: IntCounterVec,
+    pub tls_handshake_failures: IntCounter,
+    pub tls_reloads: IntCounterVec,
 }
 
 /// Names as exported, for the catalog test.
@@ -39,6 +43,10 @@ pub const NAMES: &[&str] = &[
     "lockstep_coordinator_state_writes_total",
     "lockstep_coordinator_state_write_duration_seconds",
     "lockstep_coordinator_grpc_requests_total",
+    "lockstep_coordinator_auth_failures_total",
+    "lockstep_coordinator_worker_calls_rejected_total",
+    "lockstep_coordinator_tls_handshake_failures_total",
+    "lockstep_coordinator_tls_reloads_total",
 ];
 
 impl Metrics {
@@ -59,6 +67,10 @@ impl Metrics {
             Box::new(m.state_writes.clone()),
             Box::new(m.state_write_seconds.clone()),
             Box::new(m.grpc_requests.clone()),
+            Box::new(m.auth_failures.clone()),
+            Box::new(m.worker_calls_rejected.clone()),
+            Box::new(m.tls_handshake_failures.clone()),
+            Box::new(m.tls_reloads.clone()),
         ];
         for c in collectors {
             // Names are constants and distinct, so registration cannot collide.
@@ -114,6 +126,25 @@ impl Metrics {
                 NAMES[12],
                 "gRPC requests by method and status code.",
                 &["method", "code"],
+            ),
+            auth_failures: counter_vec(
+                NAMES[13],
+                "Admin calls refused by api (grpc, http) and reason (missing, wrong token).",
+                &["api", "reason"],
+            ),
+            worker_calls_rejected: counter_vec(
+                NAMES[14],
+                "Worker calls refused with RESOURCE_EXHAUSTED by reason: rate (one worker calls too often) or queue (too many calls at once).",
+                &["reason"],
+            ),
+            tls_handshake_failures: counter(
+                NAMES[15],
+                "gRPC connections dropped in the TLS handshake (bad or missing client certificate, garbage, timeout).",
+            ),
+            tls_reloads: counter_vec(
+                NAMES[16],
+                "Reloads of the TLS certificate, key and client CA files by result: ok or error.",
+                &["result"],
             ),
         }
     }

@@ -8,8 +8,11 @@
 use crate::control::{Control, ControlError, Timing, WorkerView};
 use crate::metrics::Metrics;
 use crate::state::{StateError, StateStore};
+use crate::admission::Admission;
+use crate::auth::AdminAuth;
+use crate::tls::{TlsError, TlsFiles};
 use crate::{grpc, http, tasks};
-use lockstep_config::Config;
+use lockstep_config::{Config, Limits};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +33,8 @@ pub enum CoordinatorError {
     },
     #[error("{what} server failed: {message}")]
     Serve { what: &'static str, message: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// State shared by the gRPC services, the HTTP handlers and the tick loop.
@@ -40,6 +45,11 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub coordinator_id: String,
     pub region: String,
+    /// The admin token check (AdminService and `/api/...`).
+    pub auth: AdminAuth,
+    /// Bounds on worker calls, checked before the control lock.
+    pub admission: Admission,
+    pub limits: Limits,
 }
 
 impl Shared {
@@ -150,14 +160,32 @@ pub async fn start(
     let shared = Arc::new(Shared {
         control: Mutex::new(control),
         store,
-        metrics,
+        metrics: metrics.clone(),
         ready: AtomicBool::new(false),
         coordinator_id: c
             .id
             .clone()
             .unwrap_or_else(|| format!("{}-{hostname}", c.region)),
         region: c.region.clone(),
+        auth: AdminAuth::new(&c.auth, metrics.clone()),
+        admission: Admission::new(
+            c.limits.heartbeat_queue,
+            c.heartbeat_interval,
+            metrics.clone(),
+        ),
+        limits: c.limits.clone(),
     });
+    if shared.auth.is_open() {
+        tracing::warn!("no admin token ([coordinator.auth].token): admin calls and /api/* are open to anyone who reaches the ports");
+    }
+    let tls = match &c.tls {
+        Some(files) => {
+            let files = TlsFiles::load(files, shared.metrics.clone())?;
+            tracing::info!(mutual = files.mutual(), "gRPC over TLS");
+            Some(Arc::new(files))
+        }
+        None => None,
+    };
     {
         let mut control = shared.control.lock().await;
         shared.commit(&mut control).await?;
@@ -183,7 +211,12 @@ pub async fn start(
     };
     tracing::info!(grpc = %bound.grpc, http = %bound.http, id = %shared.coordinator_id, "coordinator listening");
 
-    let grpc_task = tokio::spawn(grpc::serve(grpc_listener, shared.clone(), shutdown.clone()));
+    let grpc_task = tokio::spawn(grpc::serve(
+        grpc_listener,
+        shared.clone(),
+        tls,
+        shutdown.clone(),
+    ));
     let http_task = tokio::spawn(http::serve(http_listener, shared.clone(), shutdown.clone()));
     let tick_task = tokio::spawn(tick_loop(shared.clone(), timing, shutdown.clone()));
     shared.ready.store(true, Ordering::SeqCst);

@@ -9,8 +9,10 @@ pub mod kafka;
 pub mod metrics;
 pub mod runtime;
 pub mod task;
+pub mod tls;
 
 pub use runtime::{Worker, WorkerError, WorkerOptions};
+pub use tls::{BearerToken, ClientError, ClientTls};
 pub use task::{LeaseGuard, Progress, Task, TaskContext, TaskError, TaskFactory};
 
 /// The task kinds this build can run. A worker advertises exactly these as capabilities.
