@@ -217,6 +217,11 @@ enum Format {
     Json,
 }
 
+/// A refused gRPC call as an error that names the code (`Unauthenticated: ...`).
+fn refused(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("the coordinator refused: {:?}: {}", s.code(), s.message())
+}
+
 fn humantime_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 20s, 2m)"))
 }
@@ -344,7 +349,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             conn,
         } => {
             let mut client = conn.client(&coordinator).await?;
-            let status = client.status(pb::StatusRequest {}).await?.into_inner();
+            let status = client
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
             print_status(&status, format);
             Ok(ExitCode::SUCCESS)
         }
@@ -358,7 +367,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                 AdminAction::PauseFlow { flow } => {
                     let r = client
                         .pause_flow(pb::FlowRequest { flow: flow.clone() })
-                        .await?;
+                        .await
+                        .map_err(refused)?;
                     println!(
                         "paused flow {flow} (generation {})",
                         r.into_inner().generation
@@ -367,7 +377,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                 AdminAction::ResumeFlow { flow } => {
                     let r = client
                         .resume_flow(pb::FlowRequest { flow: flow.clone() })
-                        .await?;
+                        .await
+                        .map_err(refused)?;
                     println!(
                         "resumed flow {flow} (generation {})",
                         r.into_inner().generation
@@ -378,7 +389,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                         .drain_worker(pb::DrainRequest {
                             worker_id: worker.clone(),
                         })
-                        .await?
+                        .await
+                        .map_err(refused)?
                         .into_inner();
                     println!(
                         "draining worker {worker}: {} task(s) moving (generation {})",
