@@ -153,7 +153,12 @@ struct AdminConn {
     tls: TlsArgs,
     /// Admin bearer token (the coordinator's [coordinator.auth].token). Prefer the
     /// environment variable or --token-file: a command-line argument shows in `ps`.
-    #[arg(long, env = "LOCKSTEP_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "LOCKSTEP_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     token: Option<String>,
     /// File holding the admin token (trailing newline ignored).
     #[arg(long, env = "LOCKSTEP_TOKEN_FILE")]

@@ -168,7 +168,12 @@ client_ca_file = "{ca_file}"
         "good",
         &https,
         &[
-            "--tls-ca", &ca_file, "--tls-cert", &good.0, "--tls-key", &good.1,
+            "--tls-ca",
+            &ca_file,
+            "--tls-cert",
+            &good.0,
+            "--tls-key",
+            &good.1,
         ],
     );
     cluster.start_worker_with("nocert", &https, &["--tls-ca", &ca_file]);
@@ -176,7 +181,12 @@ client_ca_file = "{ca_file}"
         "rogue",
         &https,
         &[
-            "--tls-ca", &ca_file, "--tls-cert", &rogue.0, "--tls-key", &rogue.1,
+            "--tls-ca",
+            &ca_file,
+            "--tls-cert",
+            &rogue.0,
+            "--tls-key",
+            &rogue.1,
         ],
     );
     // Plaintext against the TLS port.
@@ -196,7 +206,10 @@ client_ca_file = "{ca_file}"
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "the worker with a certificate never joined");
+        assert!(
+            Instant::now() < deadline,
+            "the worker with a certificate never joined"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Each refused worker has tried (and failed) several times by now.
@@ -207,12 +220,23 @@ client_ca_file = "{ca_file}"
         });
     }
     let status = tls_status(&https, &admin).await.expect("status over mTLS");
-    let ids: Vec<&str> = status.workers.iter().map(|w| w.worker_id.as_str()).collect();
-    assert_eq!(ids, vec!["good"], "only the worker with a valid certificate joined");
+    let ids: Vec<&str> = status
+        .workers
+        .iter()
+        .map(|w| w.worker_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["good"],
+        "only the worker with a valid certificate joined"
+    );
 
     // A client without a certificate cannot even read status.
     let anonymous = tls_status(&https, &client_tls(&ca_file, None)).await;
-    assert!(anonymous.is_err(), "no client certificate, yet: {anonymous:?}");
+    assert!(
+        anonymous.is_err(),
+        "no client certificate, yet: {anonymous:?}"
+    );
     let (_, metrics) = http_get(&cluster.http, "/metrics").unwrap();
     let failures = metrics
         .lines()
@@ -238,7 +262,10 @@ client_ca_file = "{ca_file}"
                 break;
             }
             Err(e) => {
-                assert!(Instant::now() < deadline, "rotated certificate never served: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "rotated certificate never served: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -248,7 +275,9 @@ client_ca_file = "{ca_file}"
         "the old CA no longer verifies the coordinator"
     );
     let coordinator = cluster.coordinator.as_ref().unwrap();
-    assert!(coordinator.log_text().contains("TLS files changed: reloaded"));
+    assert!(coordinator
+        .log_text()
+        .contains("TLS files changed: reloaded"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -298,7 +327,10 @@ async fn admin_calls_need_the_token() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::Unauthenticated, "{missing:?}");
     let wrong = client
-        .status(with_token(pb::StatusRequest {}, Some("admin-token-0123456789abcdeX")))
+        .status(with_token(
+            pb::StatusRequest {},
+            Some("admin-token-0123456789abcdeX"),
+        ))
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), Code::PermissionDenied, "{wrong:?}");
@@ -310,7 +342,11 @@ async fn admin_calls_need_the_token() {
         flow: "clicks".into(),
     };
     assert_eq!(
-        client.pause_flow(with_token(flow(), None)).await.unwrap_err().code(),
+        client
+            .pause_flow(with_token(flow(), None))
+            .await
+            .unwrap_err()
+            .code(),
         Code::Unauthenticated
     );
     assert_eq!(
@@ -374,7 +410,10 @@ async fn admin_calls_need_the_token() {
     );
     assert!(ok, "{err}");
     assert!(out.contains("paused flow clicks"), "{out}");
-    let (ok, _, err) = cli(&["admin", "--coordinator", grpc, "resume-flow", "clicks"], &[]);
+    let (ok, _, err) = cli(
+        &["admin", "--coordinator", grpc, "resume-flow", "clicks"],
+        &[],
+    );
     assert!(!ok && err.contains("Unauthenticated"), "{err}");
 
     // HTTP: /api/v1/* needs the token; /metrics and /healthz stay open.
@@ -382,21 +421,30 @@ async fn admin_calls_need_the_token() {
     let bearer = format!("Bearer {TOKEN}");
     assert_eq!(http_get(http, "/api/v1/status").unwrap().0, 401);
     assert_eq!(
-        http_request(http, "GET", "/api/v1/status", &[("Authorization", "Bearer wrong-wrong-wrong-wrong")])
-            .unwrap()
-            .0,
+        http_request(
+            http,
+            "GET",
+            "/api/v1/status",
+            &[("Authorization", "Bearer wrong-wrong-wrong-wrong")]
+        )
+        .unwrap()
+        .0,
         403
     );
     let (code, body) =
         http_request(http, "GET", "/api/v1/status", &[("Authorization", &bearer)]).unwrap();
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"paused_flows\":[\"clicks\"]"), "{body}");
-    assert_eq!(http_request(http, "POST", "/api/v1/status", &[]).unwrap().0, 401);
+    assert_eq!(
+        http_request(http, "POST", "/api/v1/status", &[]).unwrap().0,
+        401
+    );
     assert_eq!(http_get(http, "/metrics").unwrap().0, 200);
     assert_eq!(http_get(http, "/healthz").unwrap().0, 200);
     let (_, metrics) = http_get(http, "/metrics").unwrap();
     assert!(
-        metrics.contains("lockstep_coordinator_auth_failures_total{api=\"http\",reason=\"missing\"}"),
+        metrics
+            .contains("lockstep_coordinator_auth_failures_total{api=\"http\",reason=\"missing\"}"),
         "{metrics}"
     );
 }
@@ -424,11 +472,19 @@ async fn open_read_only_opens_reads_but_not_writes() {
     assert_eq!(refused.code(), Code::Unauthenticated);
     let http = cluster.http.as_str();
     assert_eq!(http_get(http, "/api/v1/status").unwrap().0, 200);
-    assert_eq!(http_request(http, "POST", "/api/v1/status", &[]).unwrap().0, 401);
     assert_eq!(
-        http_request(http, "DELETE", "/api/v1/status", &[("Authorization", "Bearer wrong-wrong-wrong-wrong")])
-            .unwrap()
-            .0,
+        http_request(http, "POST", "/api/v1/status", &[]).unwrap().0,
+        401
+    );
+    assert_eq!(
+        http_request(
+            http,
+            "DELETE",
+            "/api/v1/status",
+            &[("Authorization", "Bearer wrong-wrong-wrong-wrong")]
+        )
+        .unwrap()
+        .0,
         403
     );
 }
@@ -506,7 +562,11 @@ fn assert_no_secret(what: &str, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_secrets_appear_in_no_log_status_or_config_check() {
     let mut cluster = Cluster::start_with(&secrets_body(""), TTL_MS, HB_MS, MARGIN_MS, false);
-    std::fs::write(cluster.dir.path().join("s3.secret"), format!("{S3_SECRET}\n")).unwrap();
+    std::fs::write(
+        cluster.dir.path().join("s3.secret"),
+        format!("{S3_SECRET}\n"),
+    )
+    .unwrap();
     let env = [
         ("LOCKSTEP_TEST_DRUID_PW", DRUID_PW),
         ("LOCKSTEP_TEST_ADMIN_TOKEN", ADMIN_TOKEN),
@@ -529,7 +589,13 @@ async fn planted_secrets_appear_in_no_log_status_or_config_check() {
     // An admin call with the token, through the CLI, while debug logging runs.
     let config = cluster.config.display().to_string();
     let (ok, out, err) = cli(
-        &["admin", "--coordinator", &cluster.grpc, "pause-flow", "clicks"],
+        &[
+            "admin",
+            "--coordinator",
+            &cluster.grpc,
+            "pause-flow",
+            "clicks",
+        ],
         &[("LOCKSTEP_TOKEN", ADMIN_TOKEN), ("RUST_LOG", "debug")],
     );
     assert!(ok, "{err}");
@@ -551,12 +617,16 @@ async fn planted_secrets_appear_in_no_log_status_or_config_check() {
     assert!(ok, "{out}{err}");
     assert_no_secret("config check", &format!("{out}{err}"));
     let bad = cluster.dir.path().join("bad.toml");
-    let bad_text = std::fs::read_to_string(&cluster.config)
-        .unwrap()
-        .replace("topics = [\"clicks\"]", "topics = [\"clicks\"]\nsites = [\"nowhere\"]");
+    let bad_text = std::fs::read_to_string(&cluster.config).unwrap().replace(
+        "topics = [\"clicks\"]",
+        "topics = [\"clicks\"]\nsites = [\"nowhere\"]",
+    );
     std::fs::write(&bad, bad_text).unwrap();
     let (ok, out, err) = cli(&["config", "check", &bad.display().to_string()], &env);
-    assert!(!ok && out.contains("unknown site \"nowhere\""), "{out}{err}");
+    assert!(
+        !ok && out.contains("unknown site \"nowhere\""),
+        "{out}{err}"
+    );
     assert_no_secret("config check (invalid)", &format!("{out}{err}"));
 
     // The logs, at debug level.
@@ -647,7 +717,9 @@ async fn hostile_input_leaves_the_coordinator_serving_other_workers() {
     }
     if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x09\xff\xff\xff\xff\xffjunkjunk");
+        let _ = s.write_all(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x09\xff\xff\xff\xff\xffjunkjunk",
+        );
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink);
     }
@@ -659,7 +731,9 @@ async fn hostile_input_leaves_the_coordinator_serving_other_workers() {
         "/lockstep.v1.WorkerService/Release",
         "/lockstep.v1.AdminService/PauseFlow",
     ] {
-        let e = raw_call(&cluster.grpc, path, vec![0xff; 64]).await.unwrap_err();
+        let e = raw_call(&cluster.grpc, path, vec![0xff; 64])
+            .await
+            .unwrap_err();
         assert!(
             matches!(e.code(), Code::Internal | Code::InvalidArgument),
             "{path}: {e:?}"
@@ -673,7 +747,10 @@ async fn hostile_input_leaves_the_coordinator_serving_other_workers() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(e.code(), Code::Internal | Code::InvalidArgument), "{e:?}");
+    assert!(
+        matches!(e.code(), Code::Internal | Code::InvalidArgument),
+        "{e:?}"
+    );
 
     // An oversized, otherwise valid heartbeat: refused while decoding.
     let mut client = WorkerServiceClient::connect(cluster.grpc.clone())
@@ -698,7 +775,13 @@ async fn hostile_input_leaves_the_coordinator_serving_other_workers() {
     // The coordinator still runs, w1 kept its session, and a new worker joins and gets work.
     let coordinator = cluster.coordinator.as_mut().unwrap();
     assert!(
-        coordinator.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        coordinator
+            .child
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
         "coordinator exited: {}",
         coordinator.log_text()
     );
@@ -708,7 +791,10 @@ async fn hostile_input_leaves_the_coordinator_serving_other_workers() {
         .settled(4, &["w1", "w2"], Duration::from_secs(30))
         .await;
     assert_eq!(before.len(), after.len());
-    assert!(per_worker(&after).get("w2").copied().unwrap_or(0) > 0, "{after:?}");
+    assert!(
+        per_worker(&after).get("w2").copied().unwrap_or(0) > 0,
+        "{after:?}"
+    );
     assert_eq!(session(&cluster.status().await), Some(w1_session));
 }
 

@@ -101,10 +101,9 @@ fn resolve(
             (true, Some(base)) => base.join(p),
             _ => p.to_path_buf(),
         };
-        return match std::fs::read_to_string(&full) {
-            Ok(text) => Ok(text.trim_end_matches(['\n', '\r']).to_string()),
-            Err(e) => Err(format!("cannot read secret file {}: {e}", full.display())),
-        };
+        return read_secret_file(&full)
+            .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("cannot read secret file {}: {e}", full.display()));
     }
     let reference_body = reference.strip_prefix("env:").unwrap_or(reference);
     let (name, default) = match reference_body.split_once(":-") {
@@ -124,6 +123,24 @@ fn resolve(
         (None, Some(d)) => Ok(d.to_string()),
         (None, None) => Err(format!("environment variable {name} is not set")),
     }
+}
+
+/// Largest `${file:...}` accepted: a secret is small, and a cap keeps a mistaken path (a
+/// device, a log file) from eating the coordinator's memory.
+pub(crate) const MAX_SECRET_FILE_BYTES: u64 = 1024 * 1024;
+
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_SECRET_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 /// The shape of a string with `${...}` references kept and literal text shortened, so that an
@@ -182,5 +199,9 @@ mod tests {
         );
         let err = expand("${file:missing.txt}", Some(dir.path()), &env).unwrap_err();
         assert!(err.contains("cannot read secret file"), "{err}");
+        let big = vec![b'x'; MAX_SECRET_FILE_BYTES as usize + 1];
+        std::fs::write(dir.path().join("big.txt"), big).unwrap();
+        let err = expand("${file:big.txt}", Some(dir.path()), &env).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
     }
 }

@@ -120,8 +120,7 @@ pub(crate) fn auth(raw: Option<RawAuth>, errors: &mut Vec<FieldError>) -> AuthCo
     };
     if let Some(token) = &raw.token {
         let chars = token.expose().chars().count();
-        if token.expose().trim() != token.expose() || token.expose().contains(char::is_whitespace)
-        {
+        if token.expose().trim() != token.expose() || token.expose().contains(char::is_whitespace) {
             errors.push(FieldError::new(
                 "coordinator.auth.token",
                 "must not contain whitespace",

@@ -376,7 +376,10 @@ heartbeat_queue = 0
     );
     // The token's value is never quoted, only its length.
     assert!(errors.iter().all(|(_, m)| !m.contains("short-secret")));
-    assert!(errors[2].1.contains("too short (12 characters"), "{errors:?}");
+    assert!(
+        errors[2].1.contains("too short (12 characters"),
+        "{errors:?}"
+    );
 }
 
 #[test]

@@ -177,7 +177,10 @@ mod tests {
             a.check(Some(b"Basic abc"), Access::Write),
             Err(AuthError::Missing)
         );
-        assert_eq!(a.check(Some(b"Bearer "), Access::Write), Err(AuthError::Missing));
+        assert_eq!(
+            a.check(Some(b"Bearer "), Access::Write),
+            Err(AuthError::Missing)
+        );
         assert_eq!(
             a.check(Some(b"Bearer 0123456789abcdeX"), Access::Write),
             Err(AuthError::Wrong)

@@ -10,10 +10,10 @@
 use crate::auth::Access;
 use crate::control::ControlError;
 use crate::server::{heartbeat_response, CallError, Shared};
+use crate::tls::TlsFiles;
 use lockstep_proto as pb;
 use pb::admin_service_server::{AdminService, AdminServiceServer};
 use pb::worker_service_server::{WorkerService, WorkerServiceServer};
-use crate::tls::TlsFiles;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};

@@ -5,11 +5,11 @@
 //! it, persists it if it changed, and only then answers, so no worker ever acts on an
 //! assignment that a coordinator restart could forget.
 
+use crate::admission::Admission;
+use crate::auth::AdminAuth;
 use crate::control::{Control, ControlError, Timing, WorkerView};
 use crate::metrics::Metrics;
 use crate::state::{StateError, StateStore};
-use crate::admission::Admission;
-use crate::auth::AdminAuth;
 use crate::tls::{TlsError, TlsFiles};
 use crate::{grpc, http, tasks};
 use lockstep_config::{Config, Limits};

@@ -168,10 +168,12 @@ pub fn build(files: &TlsConfig) -> Result<rustls::ServerConfig, TlsError> {
                     message: e.to_string(),
                 })?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| TlsError::Rustls(format!("client_ca_file: {e}")))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| TlsError::Rustls(format!("client_ca_file: {e}")))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

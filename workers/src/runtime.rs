@@ -159,7 +159,9 @@ impl Worker {
                         // been rotated); a file that no longer loads keeps the old one.
                         match self.client() {
                             Ok(c) => client = c,
-                            Err(e) => tracing::error!(worker = %self.opts.worker_id, error = %e, "cannot rebuild the coordinator connection"),
+                            Err(e) => {
+                                tracing::error!(worker = %self.opts.worker_id, error = %e, "cannot rebuild the coordinator connection")
+                            }
                         }
                         tokio::select! {
                             _ = shutdown.cancelled() => break 'session,

@@ -60,7 +60,7 @@ impl ClientTls {
         if !https {
             if self.is_set() {
                 return Err(bad(
-                    "TLS options are set but the address is not https://".to_string(),
+                    "TLS options are set but the address is not https://".to_string()
                 ));
             }
             return Ok(endpoint);
@@ -70,10 +70,8 @@ impl ClientTls {
                 "{url}: an https:// coordinator needs --tls-ca (the CA that signed its certificate)"
             )));
         };
-        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(
-            "TLS CA file",
-            ca,
-        )?));
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("TLS CA file", ca)?));
         match (&self.cert_file, &self.key_file) {
             (Some(cert), Some(key)) => {
                 config = config.identity(Identity::from_pem(
@@ -118,9 +116,7 @@ impl BearerToken {
                 let mut value = format!("Bearer {}", t.trim())
                     .parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
                     .map_err(|_| {
-                        ClientError::Config(
-                            "the admin token must be printable ASCII".to_string(),
-                        )
+                        ClientError::Config("the admin token must be printable ASCII".to_string())
                     })?;
                 value.set_sensitive(true);
                 Ok(BearerToken(Some(value)))
