@@ -280,6 +280,75 @@ client_ca_file = "{ca_file}"
         .contains("TLS files changed: reloaded"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_without_client_ca_serves_clients_that_trust_the_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    let ca = Ca::new("lockstep test CA");
+    let ca_file = ca.write(d, "ca").display().to_string();
+    let (cert, key) = write_pair(d, "server", &ca.issue("coordinator", true));
+    let other = Ca::new("some other CA");
+    let other_file = other.write(d, "other").display().to_string();
+    let body = format!(
+        "[coordinator.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n{}",
+        two_flows_two_sites(1)
+    );
+    let mut cluster = Cluster::start(&body, TTL_MS, HB_MS, MARGIN_MS);
+    let https = cluster.grpc.replace("http://", "https://");
+    cluster.start_worker_with("w1", &https, &["--tls-ca", &ca_file]);
+    let trusted = client_tls(&ca_file, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = tls_status(&https, &trusted).await {
+            if s.workers.iter().any(|w| w.worker_id == "w1") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "w1 never joined over TLS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A client that does not trust the coordinator's CA, and a plaintext one, get nowhere.
+    assert!(tls_status(&https, &client_tls(&other_file, None))
+        .await
+        .is_err());
+    let plain = AdminServiceClient::connect(cluster.grpc.clone()).await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(mut c) => c.status(pb::StatusRequest {}).await.is_err(),
+    };
+    assert!(refused, "plaintext gRPC on the TLS port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_beyond_max_workers_are_refused() {
+    let mut cluster = Cluster::start_with(&two_flows_two_sites(1), TTL_MS, HB_MS, MARGIN_MS, false);
+    let text = std::fs::read_to_string(&cluster.config).unwrap().replacen(
+        "region = \"test\"\n",
+        "region = \"test\"\nmax_workers = 1\n",
+        1,
+    );
+    std::fs::write(&cluster.config, text).unwrap();
+    cluster.start_coordinator();
+    cluster.start_worker("w1");
+    cluster.settled(4, &["w1"], Duration::from_secs(30)).await;
+    let mut client = WorkerServiceClient::connect(cluster.grpc.clone())
+        .await
+        .unwrap();
+    let e = client
+        .join(pb::JoinRequest {
+            worker_id: "w2".into(),
+            capabilities: vec!["kafka".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // The worker already in is unaffected.
+    let status = cluster.status().await;
+    assert_eq!(status.workers.len(), 1);
+    assert_eq!(status.workers[0].worker_id, "w1");
+}
+
 // ---------------------------------------------------------------------------------------
 // Admin token
 // ---------------------------------------------------------------------------------------

@@ -74,10 +74,8 @@ pub(crate) fn expand(
             continue;
         };
         let Some(end) = body_start.find('}') else {
-            return Err(format!(
-                "unclosed `${{` in \"{}\" (write `$${{` for a literal)",
-                redact_hint(input)
-            ));
+            // The text is not quoted: the string may be a secret with a stray `${` in it.
+            return Err("unclosed `${` (write `$${` for a literal)".to_string());
         };
         let reference = &body_start[..end];
         out.push_str(&resolve(reference, base_dir, env)?);
@@ -143,16 +141,6 @@ fn read_secret_file(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-/// The shape of a string with `${...}` references kept and literal text shortened, so that an
-/// error message never quotes what may be a secret.
-fn redact_hint(input: &str) -> String {
-    if input.len() > 40 {
-        format!("{}...", &input[..crate::floor_boundary(input, 40)])
-    } else {
-        input.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,7 +171,12 @@ mod tests {
         assert!(expand("${NOPE}", None, &env)
             .unwrap_err()
             .contains("NOPE is not set"));
-        assert!(expand("${PW", None, &env).unwrap_err().contains("unclosed"));
+        let unclosed = expand("hunter2${PW", None, &env).unwrap_err();
+        assert!(unclosed.contains("unclosed"), "{unclosed}");
+        assert!(
+            !unclosed.contains("hunter2"),
+            "never quotes the value: {unclosed}"
+        );
         assert!(expand("${a-b}", None, &env)
             .unwrap_err()
             .contains("not a valid reference"));

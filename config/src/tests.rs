@@ -407,3 +407,24 @@ fn unknown_security_keys_are_syntax_errors() {
         other => panic!("expected a syntax error, got {other}"),
     }
 }
+
+#[test]
+fn a_mistyped_secret_is_not_quoted_in_the_error() {
+    let text = MINIMAL.replace(
+        "druid.router_url = \"http://a:8888\"",
+        "druid.router_url = \"http://a:8888\"\ndruid.username = \"u\"\ndruid.password = 987654321",
+    );
+    let e = parse_err(&text);
+    let shown = e.to_string();
+    assert!(shown.contains("sites[0].druid.password"), "{shown}");
+    assert!(!shown.contains("987654321"), "{shown}");
+    let text = MINIMAL.replace(
+        "kafka.bootstrap_servers = \"a:9092\"",
+        "kafka.bootstrap_servers = \"a:9092\"\nkafka.properties = { \"sasl.password\" = 13572468 }",
+    );
+    let shown = parse_err(&text).to_string();
+    assert!(!shown.contains("13572468"), "{shown}");
+    // Other fields keep serde's precise message.
+    let shown = parse_err(&MINIMAL.replace("name = \"f\"", "name = 42")).to_string();
+    assert!(shown.contains("42") || shown.contains("string"), "{shown}");
+}
