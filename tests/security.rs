@@ -237,6 +237,30 @@ client_ca_file = "{ca_file}"
         anonymous.is_err(),
         "no client certificate, yet: {anonymous:?}"
     );
+    // The CLI likewise: with its certificate it gets through, without it does not.
+    let (ok, out, err) = cli(
+        &[
+            "status",
+            "--coordinator",
+            &https,
+            "--tls-ca",
+            &ca_file,
+            "--tls-cert",
+            &good.0,
+            "--tls-key",
+            &good.1,
+        ],
+        &[],
+    );
+    assert!(ok && out.contains("good"), "{out}{err}");
+    let (ok, _, err) = cli(
+        &["status", "--coordinator", &https, "--tls-ca", &ca_file],
+        &[],
+    );
+    assert!(
+        !ok,
+        "the CLI without a client certificate got through: {err}"
+    );
     let (_, metrics) = http_get(&cluster.http, "/metrics").unwrap();
     let failures = metrics
         .lines()
