@@ -41,6 +41,7 @@ pub async fn run(duration: Duration) -> Result<ExitCode> {
             capabilities: Vec::new(),
             metrics_listen: None,
             stop_timeout: Duration::from_secs(10),
+            tls: Default::default(),
         };
         worker_tasks.push(tokio::spawn(crate::run_worker(args, workers.clone())));
     }

@@ -2,8 +2,8 @@
 //! parse arguments, set up logging and signals, call in, and turn errors into exit codes.
 
 mod demo;
-mod sync;
 mod drift;
+mod sync;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -65,6 +65,8 @@ enum Command {
         coordinator: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        #[command(flatten)]
+        conn: AdminConn,
     },
     /// Operator actions on a running coordinator.
     Admin {
@@ -75,6 +77,8 @@ enum Command {
             env = "LOCKSTEP_COORDINATOR"
         )]
         coordinator: String,
+        #[command(flatten)]
+        conn: AdminConn,
         #[command(subcommand)]
         action: AdminAction,
     },
@@ -131,6 +135,90 @@ struct WorkerArgs {
     /// How long a stopping task may take before it is aborted.
     #[arg(long, default_value = "30s", value_parser = humantime_duration)]
     stop_timeout: Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS to the coordinator: give an `https://` address and at least the CA. With mutual TLS
+/// on the coordinator, a client certificate and key as well.
+#[derive(Args, Clone, Default)]
+struct TlsArgs {
+    /// CA certificate(s), PEM, that signed the coordinator's certificate.
+    #[arg(long, env = "LOCKSTEP_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate chain, PEM (mutual TLS).
+    #[arg(long, env = "LOCKSTEP_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client private key, PEM (mutual TLS).
+    #[arg(long, env = "LOCKSTEP_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Name to check the coordinator's certificate against (default: the address's host).
+    #[arg(long, env = "LOCKSTEP_TLS_DOMAIN")]
+    tls_domain: Option<String>,
+}
+
+impl TlsArgs {
+    fn client(&self) -> lockstep_workers::ClientTls {
+        lockstep_workers::ClientTls {
+            ca_file: self.tls_ca.clone(),
+            cert_file: self.tls_cert.clone(),
+            key_file: self.tls_key.clone(),
+            domain: self.tls_domain.clone(),
+        }
+    }
+}
+
+/// How the CLI reaches AdminService: TLS settings and the admin token.
+#[derive(Args, Clone)]
+struct AdminConn {
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Admin bearer token (the coordinator's [coordinator.auth].token). Prefer the
+    /// environment variable or --token-file: a command-line argument shows in `ps`.
+    #[arg(
+        long,
+        env = "LOCKSTEP_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// File holding the admin token (trailing newline ignored).
+    #[arg(long, env = "LOCKSTEP_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl AdminConn {
+    async fn client(
+        &self,
+        coordinator: &str,
+    ) -> Result<
+        pb::admin_service_client::AdminServiceClient<
+            tonic::service::interceptor::InterceptedService<
+                tonic::transport::Channel,
+                lockstep_workers::BearerToken,
+            >,
+        >,
+    > {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read the token file {}", file.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        let interceptor = lockstep_workers::BearerToken::new(token.as_deref())?;
+        let channel = self
+            .tls
+            .client()
+            .endpoint(coordinator, Duration::from_secs(30))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {coordinator}"))?;
+        Ok(pb::admin_service_client::AdminServiceClient::with_interceptor(channel, interceptor))
+    }
 }
 
 #[derive(Args)]
@@ -191,6 +279,11 @@ enum AdminAction {
 enum Format {
     Table,
     Json,
+}
+
+/// A refused gRPC call as an error that names the code (`Unauthenticated: ...`).
+fn refused(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("the coordinator refused: {:?}: {}", s.code(), s.message())
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -317,28 +410,29 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Status {
             coordinator,
             format,
+            conn,
         } => {
-            let mut client =
-                pb::admin_service_client::AdminServiceClient::connect(coordinator.clone())
-                    .await
-                    .with_context(|| format!("cannot reach the coordinator at {coordinator}"))?;
-            let status = client.status(pb::StatusRequest {}).await?.into_inner();
+            let mut client = conn.client(&coordinator).await?;
+            let status = client
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
             print_status(&status, format);
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin {
             coordinator,
+            conn,
             action,
         } => {
-            let mut client =
-                pb::admin_service_client::AdminServiceClient::connect(coordinator.clone())
-                    .await
-                    .with_context(|| format!("cannot reach the coordinator at {coordinator}"))?;
+            let mut client = conn.client(&coordinator).await?;
             match action {
                 AdminAction::PauseFlow { flow } => {
                     let r = client
                         .pause_flow(pb::FlowRequest { flow: flow.clone() })
-                        .await?;
+                        .await
+                        .map_err(refused)?;
                     println!(
                         "paused flow {flow} (generation {})",
                         r.into_inner().generation
@@ -347,7 +441,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                 AdminAction::ResumeFlow { flow } => {
                     let r = client
                         .resume_flow(pb::FlowRequest { flow: flow.clone() })
-                        .await?;
+                        .await
+                        .map_err(refused)?;
                     println!(
                         "resumed flow {flow} (generation {})",
                         r.into_inner().generation
@@ -358,7 +453,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                         .drain_worker(pb::DrainRequest {
                             worker_id: worker.clone(),
                         })
-                        .await?
+                        .await
+                        .map_err(refused)?
                         .into_inner();
                     println!(
                         "draining worker {worker}: {} task(s) moving (generation {})",
@@ -423,6 +519,7 @@ pub(crate) async fn run_worker(args: WorkerArgs, shutdown: CancellationToken) ->
             hostname,
             stop_timeout: args.stop_timeout,
             capabilities,
+            tls: args.tls.client(),
         },
         factories,
         metrics,

@@ -43,11 +43,30 @@ if ! command -v rclone >/dev/null 2>&1; then
     echo "not root: rclone not installed; the objects bench will skip it"
   fi
 fi
+# cargo-fuzz: runs the libFuzzer targets in fuzz/ (see the fuzz step below).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
 
 log "format and lints"
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "tests"
 # Integration tests start real lockstep processes; they pick free loopback ports themselves.
 cargo test --workspace --all-targets --locked -- --test-threads 2
+
+log "fuzz"
+# Each target runs LOCKSTEP_FUZZ_SECONDS (default 60) from its seed corpus in fuzz/corpus/;
+# new inputs go to a temp dir, so the repo stays clean. RUSTC_BOOTSTRAP=1 lets the stable
+# toolchain take cargo-fuzz's flags; `-s none`: no AddressSanitizer (safe Rust), libFuzzer's
+# coverage guidance and crash detection stay. `--codegen-units 16`: a much faster build on
+# 2 cores for slightly slower runs. A crash fails the run and leaves the input in
+# fuzz/artifacts/<target>/.
+for target in config_parse druid_response; do
+  work="$(mktemp -d)"
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --codegen-units 16 "$target" \
+    "$work" "corpus/$target" -- -max_total_time="${LOCKSTEP_FUZZ_SECONDS:-60}" -rss_limit_mb=2048 \
+    -print_final_stats=1 2>&1 | tail -n 20)
+  rm -rf "$work"
+done

@@ -74,10 +74,8 @@ pub(crate) fn expand(
             continue;
         };
         let Some(end) = body_start.find('}') else {
-            return Err(format!(
-                "unclosed `${{` in \"{}\" (write `$${{` for a literal)",
-                redact_hint(input)
-            ));
+            // The text is not quoted: the string may be a secret with a stray `${` in it.
+            return Err("unclosed `${` (write `$${` for a literal)".to_string());
         };
         let reference = &body_start[..end];
         out.push_str(&resolve(reference, base_dir, env)?);
@@ -101,10 +99,9 @@ fn resolve(
             (true, Some(base)) => base.join(p),
             _ => p.to_path_buf(),
         };
-        return match std::fs::read_to_string(&full) {
-            Ok(text) => Ok(text.trim_end_matches(['\n', '\r']).to_string()),
-            Err(e) => Err(format!("cannot read secret file {}: {e}", full.display())),
-        };
+        return read_secret_file(&full)
+            .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("cannot read secret file {}: {e}", full.display()));
     }
     let reference_body = reference.strip_prefix("env:").unwrap_or(reference);
     let (name, default) = match reference_body.split_once(":-") {
@@ -126,14 +123,22 @@ fn resolve(
     }
 }
 
-/// The shape of a string with `${...}` references kept and literal text shortened, so that an
-/// error message never quotes what may be a secret.
-fn redact_hint(input: &str) -> String {
-    if input.len() > 40 {
-        format!("{}...", &input[..crate::floor_boundary(input, 40)])
-    } else {
-        input.to_string()
+/// Largest `${file:...}` accepted: a secret is small, and a cap keeps a mistaken path (a
+/// device, a log file) from eating the coordinator's memory.
+pub(crate) const MAX_SECRET_FILE_BYTES: u64 = 1024 * 1024;
+
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_SECRET_FILE_BYTES} bytes"
+        )));
     }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -166,7 +171,12 @@ mod tests {
         assert!(expand("${NOPE}", None, &env)
             .unwrap_err()
             .contains("NOPE is not set"));
-        assert!(expand("${PW", None, &env).unwrap_err().contains("unclosed"));
+        let unclosed = expand("hunter2${PW", None, &env).unwrap_err();
+        assert!(unclosed.contains("unclosed"), "{unclosed}");
+        assert!(
+            !unclosed.contains("hunter2"),
+            "never quotes the value: {unclosed}"
+        );
         assert!(expand("${a-b}", None, &env)
             .unwrap_err()
             .contains("not a valid reference"));
@@ -182,5 +192,9 @@ mod tests {
         );
         let err = expand("${file:missing.txt}", Some(dir.path()), &env).unwrap_err();
         assert!(err.contains("cannot read secret file"), "{err}");
+        let big = vec![b'x'; MAX_SECRET_FILE_BYTES as usize + 1];
+        std::fs::write(dir.path().join("big.txt"), big).unwrap();
+        let err = expand("${file:big.txt}", Some(dir.path()), &env).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
     }
 }

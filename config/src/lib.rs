@@ -11,10 +11,12 @@
 mod interp;
 mod model;
 mod secret;
+mod security;
 mod validate;
 
 pub use model::*;
 pub use secret::Secret;
+pub use security::{AuthConfig, Limits, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES, MIN_TOKEN_CHARS};
 pub use validate::parse_ratio;
 
 use serde::Deserialize;
@@ -132,10 +134,19 @@ pub fn parse(
         })?;
 
     // Pass 3: meaning.
-    validate::validate(raw).map_err(|errors| ConfigError::Invalid {
+    let mut config = validate::validate(raw).map_err(|errors| ConfigError::Invalid {
         file: file.to_string(),
         errors,
-    })
+    })?;
+    // Pass 4: files the config names (relative to the config's folder).
+    security::resolve_files(&mut config.coordinator.tls, base_dir, &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            errors,
+        });
+    }
+    Ok(config)
 }
 
 fn syntax_error(file: &str, text: &str, path: Option<String>, e: &toml::de::Error) -> ConfigError {
@@ -144,13 +155,39 @@ fn syntax_error(file: &str, text: &str, path: Option<String>, e: &toml::de::Erro
         .map(|span| line_col(text, span.start))
         .unwrap_or((1, 1));
     let path = path.filter(|p| !p.is_empty() && p != ".");
+    let message = e.message().trim();
+    let message = match &path {
+        // serde quotes a mistyped value ("invalid type: integer `1234`"): not for a secret.
+        // Other messages (an unknown key) name only keys and stay as they are.
+        Some(p) if is_secret_path(p) && message.starts_with("invalid") => {
+            "invalid value (a secret: must be a string; the value is not shown)".to_string()
+        }
+        _ => message.to_string(),
+    };
     ConfigError::Syntax {
         file: file.to_string(),
         line,
         column,
         path,
-        message: e.message().trim().to_string(),
+        message,
     }
+}
+
+/// Field paths whose values are secrets: passwords, keys, tokens, credentials, and every
+/// pass-through property or option (`sasl.password`, `ssl.key.password`, ...).
+fn is_secret_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "credential",
+        "account_key",
+        ".properties",
+        ".options",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
 }
 
 /// 1-based line and column (in characters) of a byte offset.

@@ -57,6 +57,15 @@ pub struct CoordinatorConfig {
     /// How often the coordinator checks drift across sites.
     #[serde(with = "humantime_serde_compat")]
     pub drift_interval: Duration,
+    /// `[coordinator.tls]`: TLS (and mutual TLS) on the gRPC port; None = plaintext.
+    #[serde(default)]
+    pub tls: Option<crate::security::TlsConfig>,
+    /// `[coordinator.auth]`: the admin token.
+    #[serde(default)]
+    pub auth: crate::security::AuthConfig,
+    /// `[coordinator.limits]`.
+    #[serde(default)]
+    pub limits: crate::security::Limits,
 }
 
 /// A site: one Druid cluster in one datacenter, with its local Kafka and object store.
@@ -491,6 +500,9 @@ pub(crate) struct RawCoordinator {
     pub lease_safety_margin: Option<String>,
     pub max_workers: Option<u32>,
     pub drift_interval: Option<String>,
+    pub tls: Option<crate::security::RawTls>,
+    pub auth: Option<crate::security::RawAuth>,
+    pub limits: Option<crate::security::RawLimits>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -345,3 +345,150 @@ fn ratios_and_count_expressions() {
     assert_eq!(CountExpr::parse("SUM(\"a\\\"b\")"), None);
     assert_eq!(CountExpr::parse("MAX(x)"), None);
 }
+
+fn invalid_paths(e: &ConfigError) -> Vec<(String, String)> {
+    match e {
+        ConfigError::Invalid { errors, .. } => errors
+            .iter()
+            .map(|e| (e.path.clone(), e.message.clone()))
+            .collect(),
+        other => panic!("expected semantic errors, got {other}"),
+    }
+}
+
+#[test]
+fn security_defaults_are_applied() {
+    let c = parse_ok(MINIMAL);
+    assert!(c.coordinator.tls.is_none());
+    assert!(c.coordinator.auth.token.is_none());
+    assert!(!c.coordinator.auth.open_read_only);
+    assert_eq!(c.coordinator.limits, Limits::default());
+    assert_eq!(
+        c.coordinator.limits.max_message_bytes,
+        DEFAULT_MAX_MESSAGE_BYTES
+    );
+}
+
+#[test]
+fn security_settings_parse_and_tls_paths_resolve_against_the_config_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["c.pem", "k.pem", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    let text = format!(
+        r#"
+[coordinator.tls]
+cert_file = "c.pem"
+key_file = "k.pem"
+client_ca_file = "ca.pem"
+[coordinator.auth]
+token = "${{ADMIN_TOKEN}}"
+open_read_only = true
+[coordinator.limits]
+max_message_bytes = "64KiB"
+request_timeout = "5s"
+heartbeat_queue = 8
+{MINIMAL}"#
+    );
+    let env = |name: &str| (name == "ADMIN_TOKEN").then(|| "0123456789abcdef-token".to_string());
+    let c = parse(&text, "t.toml", Some(dir.path()), &env).unwrap();
+    let tls = c.coordinator.tls.unwrap();
+    assert_eq!(tls.cert_file, dir.path().join("c.pem"));
+    assert_eq!(tls.client_ca_file, Some(dir.path().join("ca.pem")));
+    assert_eq!(
+        c.coordinator.auth.token.as_ref().map(|t| t.expose()),
+        Some("0123456789abcdef-token")
+    );
+    assert!(c.coordinator.auth.open_read_only);
+    assert_eq!(c.coordinator.limits.max_message_bytes, 64 * 1024);
+    assert_eq!(
+        c.coordinator.limits.request_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(c.coordinator.limits.heartbeat_queue, 8);
+    assert!(!format!("{:?}", c.coordinator.auth).contains("0123456789abcdef"));
+}
+
+#[test]
+fn security_errors_name_the_field() {
+    let text = format!(
+        r#"
+[coordinator.tls]
+cert_file = "c.pem"
+client_ca_file = ""
+[coordinator.auth]
+token = "short-secret"
+[coordinator.limits]
+max_message_bytes = "12"
+request_timeout = "0s"
+heartbeat_queue = 0
+{MINIMAL}"#
+    );
+    let errors = invalid_paths(&parse_err(&text));
+    let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "coordinator.tls.key_file",
+            "coordinator.tls.client_ca_file",
+            "coordinator.auth.token",
+            "coordinator.limits.max_message_bytes",
+            "coordinator.limits.request_timeout",
+            "coordinator.limits.heartbeat_queue",
+        ],
+        "{errors:?}"
+    );
+    // The token's value is never quoted, only its length.
+    assert!(errors.iter().all(|(_, m)| !m.contains("short-secret")));
+    assert!(
+        errors[2].1.contains("too short (12 characters"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn missing_tls_files_are_reported_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[coordinator.tls]\ncert_file = \"nope.pem\"\nkey_file = \"/definitely/not/here.pem\"\n{MINIMAL}"
+    );
+    let e = parse(&text, "t.toml", Some(dir.path()), &no_env).unwrap_err();
+    let errors = invalid_paths(&e);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0].0, "coordinator.tls.cert_file");
+    assert!(errors[0].1.contains("nope.pem"), "{errors:?}");
+    assert_eq!(errors[1].0, "coordinator.tls.key_file");
+}
+
+#[test]
+fn unknown_security_keys_are_syntax_errors() {
+    let text = format!("[coordinator.auth]\ntokn = \"x\"\n{MINIMAL}");
+    match parse_err(&text) {
+        ConfigError::Syntax { path, line, .. } => {
+            assert_eq!(path.as_deref(), Some("coordinator.auth.tokn"));
+            assert_eq!(line, 2);
+        }
+        other => panic!("expected a syntax error, got {other}"),
+    }
+}
+
+#[test]
+fn a_mistyped_secret_is_not_quoted_in_the_error() {
+    let text = MINIMAL.replace(
+        "druid.router_url = \"http://a:8888\"",
+        "druid.router_url = \"http://a:8888\"\ndruid.username = \"u\"\ndruid.password = 987654321",
+    );
+    let e = parse_err(&text);
+    let shown = e.to_string();
+    assert!(shown.contains("sites[0].druid.password"), "{shown}");
+    assert!(!shown.contains("987654321"), "{shown}");
+    let text = MINIMAL.replace(
+        "kafka.bootstrap_servers = \"a:9092\"",
+        "kafka.bootstrap_servers = \"a:9092\"\nkafka.properties = { \"sasl.password\" = 13572468 }",
+    );
+    let shown = parse_err(&text).to_string();
+    assert!(!shown.contains("13572468"), "{shown}");
+    // Other fields keep serde's precise message.
+    let shown = parse_err(&MINIMAL.replace("name = \"f\"", "name = 42")).to_string();
+    assert!(shown.contains("42") || shown.contains("string"), "{shown}");
+}

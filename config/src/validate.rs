@@ -238,6 +238,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             rc.drift_interval.as_deref(),
             Duration::from_secs(60),
         ),
+        tls: crate::security::tls(rc.tls, &mut c.errors),
+        auth: crate::security::auth(rc.auth, &mut c.errors),
+        limits: crate::security::limits(rc.limits, &mut c.errors),
     };
 
     // [[sites]]

@@ -1,9 +1,16 @@
 //! gRPC services (tonic): WorkerService for workers, AdminService for operators and the CLI.
 //! Thin: each call validates its input, runs one [`Shared::call`], and maps errors to gRPC
 //! status codes. No state lives here.
+//!
+//! Hardening: worker calls pass [`crate::admission`] before the control lock; admin calls
+//! need the bearer token ([`crate::auth`]); messages above `limits.max_message_bytes` are
+//! refused while decoding; each request has `limits.request_timeout`; with `[coordinator.tls]`
+//! the port speaks only TLS ([`crate::tls`]).
 
+use crate::auth::Access;
 use crate::control::ControlError;
 use crate::server::{heartbeat_response, CallError, Shared};
+use crate::tls::TlsFiles;
 use lockstep_proto as pb;
 use pb::admin_service_server::{AdminService, AdminServiceServer};
 use pb::worker_service_server::{WorkerService, WorkerServiceServer};
@@ -11,27 +18,65 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-/// Largest request the coordinator accepts (a heartbeat of a worker with many partitions).
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// HTTP/2 streams one connection may have open at once: a worker needs one or two.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
+    tls: Option<Arc<TlsFiles>>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
+    let limits = shared.limits.clone();
     let workers = WorkerServiceServer::new(Workers(shared.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = AdminServiceServer::new(Admin(shared)).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
-        .timeout(std::time::Duration::from_secs(30))
+        .max_decoding_message_size(limits.max_message_bytes);
+    let admin = AdminServiceServer::new(Admin(shared.clone()))
+        .max_decoding_message_size(limits.max_message_bytes);
+    // Quiet workers' rate buckets are dropped now and then.
+    let housekeeping = {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = every.tick() => shared.admission.housekeeping(),
+                }
+            }
+        })
+    };
+    let router = tonic::transport::Server::builder()
+        .timeout(limits.request_timeout)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(limits.request_timeout))
         .add_service(workers)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
-        .await
-        .map_err(|e| e.to_string())
+        .add_service(admin);
+    let result = match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    shutdown.clone().cancelled_owned(),
+                )
+                .await
+        }
+        Some(files) => {
+            let incoming = crate::tls::incoming(
+                listener,
+                files,
+                limits.request_timeout,
+                shared.metrics.clone(),
+                shutdown.clone(),
+            );
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
+                .await
+        }
+    };
+    housekeeping.abort();
+    result.map_err(|e| e.to_string())
 }
 
 fn to_status(e: CallError) -> Status {
@@ -74,6 +119,40 @@ fn finish<T>(
     r
 }
 
+/// Admits a worker call (see [`crate::admission`]), counting a refusal like any other reply.
+fn admit(
+    shared: &Shared,
+    method: &str,
+    worker_id: &str,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    shared.admission.admit(worker_id).inspect_err(|s| {
+        shared
+            .metrics
+            .grpc_requests
+            .with_label_values(&[method, &format!("{:?}", s.code())])
+            .inc();
+    })
+}
+
+/// Checks the admin token (see [`crate::auth`]), counting a refusal like any other reply.
+fn authorize<T>(
+    shared: &Shared,
+    method: &str,
+    req: &Request<T>,
+    access: Access,
+) -> Result<(), Status> {
+    shared
+        .auth
+        .grpc(req.metadata(), access, method)
+        .inspect_err(|s| {
+            shared
+                .metrics
+                .grpc_requests
+                .with_label_values(&[method, &format!("{:?}", s.code())])
+                .inc();
+        })
+}
+
 struct Workers(Arc<Shared>);
 
 #[tonic::async_trait]
@@ -84,6 +163,7 @@ impl WorkerService for Workers {
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let r = req.into_inner();
         let s = &self.0;
+        let _admitted = admit(s, "Join", &r.worker_id)?;
         let result = s
             .call(|c, now| {
                 let timing = c.timing();
@@ -107,6 +187,7 @@ impl WorkerService for Workers {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = req.into_inner();
+        let _admitted = admit(&self.0, "Heartbeat", &r.worker_id)?;
         let result = self
             .0
             .call(|c, now| {
@@ -125,6 +206,7 @@ impl WorkerService for Workers {
         req: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let r = req.into_inner();
+        let _admitted = admit(&self.0, "Release", &r.worker_id)?;
         let result = self
             .0
             .call(|c, now| {
@@ -141,6 +223,7 @@ impl WorkerService for Workers {
         req: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
         let r = req.into_inner();
+        let _admitted = admit(&self.0, "Leave", &r.worker_id)?;
         let result = self
             .0
             .call(|c, now| {
@@ -162,6 +245,8 @@ impl Admin {
         req: Request<pb::FlowRequest>,
         paused: bool,
     ) -> Result<Response<pb::FlowResponse>, Status> {
+        let rpc = if paused { "PauseFlow" } else { "ResumeFlow" };
+        authorize(&self.0, rpc, &req, Access::Write)?;
         let flow = req.into_inner().flow;
         let result = self
             .0
@@ -170,7 +255,6 @@ impl Admin {
                     .map(|generation| pb::FlowResponse { generation })
             })
             .await;
-        let rpc = if paused { "PauseFlow" } else { "ResumeFlow" };
         tracing::info!(flow = %flow, ok = result.is_ok(), rpc, "flow pause state");
         finish(&self.0, rpc, result)
     }
@@ -180,8 +264,9 @@ impl Admin {
 impl AdminService for Admin {
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        authorize(&self.0, "Status", &req, Access::Read)?;
         let status = self.0.view_status().await;
         finish(&self.0, "Status", Ok(status))
     }
@@ -204,6 +289,7 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainResponse>, Status> {
+        authorize(&self.0, "DrainWorker", &req, Access::Write)?;
         let worker = req.into_inner().worker_id;
         let result = self
             .0

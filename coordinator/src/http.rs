@@ -1,6 +1,7 @@
 //! The coordinator's HTTP side (axum): `/healthz` (the process runs), `/readyz` (state is
 //! loaded and gRPC is serving), `/metrics` (Prometheus text), `/api/v1/status` (JSON) and
 //! `/api/v1/drift` (the drift poller's latest report; 503 until the first check ends).
+//! `/api/...` is guarded by the admin token ([`crate::auth::http_guard`]).
 
 use crate::server::Shared;
 use axum::extract::State;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let auth = shared.auth.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -22,6 +24,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/drift", get(drift))
         .with_state(shared)
+        // Every `/api/...` route, present and future, needs the admin token (crate::auth).
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::http_guard,
+        ))
 }
 
 pub async fn serve(

@@ -5,7 +5,9 @@
 //! It never touches Kafka or object-store data itself: workers do. Drift tracking (reading
 //! every site's Druid) joins it in `drift/`.
 
+pub mod admission;
 pub mod assign;
+pub mod auth;
 pub mod control;
 pub mod drift;
 pub mod druid;
@@ -15,5 +17,6 @@ pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod tasks;
+pub mod tls;
 
 pub use server::{start, Bound, CoordinatorError};

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub drift_poll_seconds: Histogram,
     pub druid_request_seconds: HistogramVec,
     pub druid_errors: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub worker_calls_rejected: IntCounterVec,
+    pub tls_handshake_failures: IntCounter,
+    pub tls_reloads: IntCounterVec,
 }
 
 /// Names as exported, for the catalog test.
@@ -54,6 +58,10 @@ pub const NAMES: &[&str] = &[
     "lockstep_drift_poll_duration_seconds",
     "lockstep_druid_request_duration_seconds",
     "lockstep_druid_errors_total",
+    "lockstep_coordinator_auth_failures_total",
+    "lockstep_coordinator_worker_calls_rejected_total",
+    "lockstep_coordinator_tls_handshake_failures_total",
+    "lockstep_coordinator_tls_reloads_total",
 ];
 
 impl Metrics {
@@ -81,6 +89,10 @@ impl Metrics {
             Box::new(m.drift_poll_seconds.clone()),
             Box::new(m.druid_request_seconds.clone()),
             Box::new(m.druid_errors.clone()),
+            Box::new(m.auth_failures.clone()),
+            Box::new(m.worker_calls_rejected.clone()),
+            Box::new(m.tls_handshake_failures.clone()),
+            Box::new(m.tls_reloads.clone()),
         ];
         for c in collectors {
             // Names are constants and distinct, so registration cannot collide.
@@ -179,6 +191,25 @@ impl Metrics {
                 NAMES[19],
                 "Failed Druid API calls by site and kind (unreachable, timeout, unauthorized, druid, not_json, decode, setup).",
                 &["site", "kind"],
+            ),
+            auth_failures: counter_vec(
+                NAMES[20],
+                "Admin calls refused by api (grpc, http) and reason (missing, wrong token).",
+                &["api", "reason"],
+            ),
+            worker_calls_rejected: counter_vec(
+                NAMES[21],
+                "Worker calls refused with RESOURCE_EXHAUSTED by reason: rate (one worker calls too often) or queue (too many calls at once).",
+                &["reason"],
+            ),
+            tls_handshake_failures: counter(
+                NAMES[22],
+                "gRPC connections dropped in the TLS handshake (bad or missing client certificate, garbage, timeout).",
+            ),
+            tls_reloads: counter_vec(
+                NAMES[23],
+                "Reloads of the TLS certificate, key and client CA files by result: ok or error.",
+                &["result"],
             ),
         }
     }

@@ -5,11 +5,14 @@
 //! it, persists it if it changed, and only then answers, so no worker ever acts on an
 //! assignment that a coordinator restart could forget.
 
+use crate::admission::Admission;
+use crate::auth::AdminAuth;
 use crate::control::{Control, ControlError, Timing, WorkerView};
 use crate::metrics::Metrics;
 use crate::state::{StateError, StateStore};
+use crate::tls::{TlsError, TlsFiles};
 use crate::{grpc, http, tasks};
-use lockstep_config::Config;
+use lockstep_config::{Config, Limits};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +33,8 @@ pub enum CoordinatorError {
     },
     #[error("{what} server failed: {message}")]
     Serve { what: &'static str, message: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// State shared by the gRPC services, the HTTP handlers and the tick loop.
@@ -42,6 +47,11 @@ pub struct Shared {
     pub region: String,
     /// The drift poller's latest report.
     pub drift: crate::drift::poller::LatestReport,
+    /// The admin token check (AdminService and `/api/...`).
+    pub auth: AdminAuth,
+    /// Bounds on worker calls, checked before the control lock.
+    pub admission: Admission,
+    pub limits: Limits,
 }
 
 impl Shared {
@@ -152,7 +162,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         control: Mutex::new(control),
         store,
-        metrics,
+        metrics: metrics.clone(),
         ready: AtomicBool::new(false),
         coordinator_id: c
             .id
@@ -160,7 +170,25 @@ pub async fn start(
             .unwrap_or_else(|| format!("{}-{hostname}", c.region)),
         region: c.region.clone(),
         drift: Default::default(),
+        auth: AdminAuth::new(&c.auth, metrics.clone()),
+        admission: Admission::new(
+            c.limits.heartbeat_queue,
+            c.heartbeat_interval,
+            metrics.clone(),
+        ),
+        limits: c.limits.clone(),
     });
+    if shared.auth.is_open() {
+        tracing::warn!("no admin token ([coordinator.auth].token): admin calls and /api/* are open to anyone who reaches the ports");
+    }
+    let tls = match &c.tls {
+        Some(files) => {
+            let files = TlsFiles::load(files, shared.metrics.clone())?;
+            tracing::info!(mutual = files.mutual(), "gRPC over TLS");
+            Some(Arc::new(files))
+        }
+        None => None,
+    };
     {
         let mut control = shared.control.lock().await;
         shared.commit(&mut control).await?;
@@ -186,7 +214,12 @@ pub async fn start(
     };
     tracing::info!(grpc = %bound.grpc, http = %bound.http, id = %shared.coordinator_id, "coordinator listening");
 
-    let grpc_task = tokio::spawn(grpc::serve(grpc_listener, shared.clone(), shutdown.clone()));
+    let grpc_task = tokio::spawn(grpc::serve(
+        grpc_listener,
+        shared.clone(),
+        tls,
+        shutdown.clone(),
+    ));
     let http_task = tokio::spawn(http::serve(http_listener, shared.clone(), shutdown.clone()));
     let tick_task = tokio::spawn(tick_loop(shared.clone(), timing, shutdown.clone()));
     let drift_task = tokio::spawn(crate::drift::poller::run(

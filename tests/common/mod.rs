@@ -141,6 +141,9 @@ pub struct Cluster {
     pub http: String,
     pub coordinator: Option<Proc>,
     pub workers: BTreeMap<String, Proc>,
+    /// Extra environment for the coordinator and workers (e.g. `RUST_LOG=debug`, secrets
+    /// the config interpolates); later entries override earlier ones.
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -200,6 +203,7 @@ root = "{state}"
             http: format!("http://127.0.0.1:{http_port}"),
             coordinator: None,
             workers: BTreeMap::new(),
+            env: Vec::new(),
         };
         if run {
             cluster.start_coordinator();
@@ -207,11 +211,20 @@ root = "{state}"
         cluster
     }
 
+    /// `RUST_LOG=info` plus the cluster's own environment.
+    fn envs(&self) -> Vec<(&str, &str)> {
+        let mut envs = vec![("RUST_LOG", "info")];
+        envs.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        envs
+    }
+
     pub fn start_coordinator(&mut self) {
         let config = self.config.display().to_string();
-        let p = Proc::spawn(
+        let p = Proc::spawn_cmd(
             "coordinator",
+            BIN,
             &["coordinator", "--config", &config],
+            &self.envs(),
             self.dir.path(),
         );
         self.coordinator = Some(p);
@@ -223,11 +236,15 @@ root = "{state}"
     }
 
     pub fn start_worker(&mut self, id: &str) {
-        let p = Proc::spawn(
-            id,
-            &["worker", "--coordinator", &self.grpc, "--id", id],
-            self.dir.path(),
-        );
+        let grpc = self.grpc.clone();
+        self.start_worker_with(id, &grpc, &[]);
+    }
+
+    /// A worker with another coordinator address (e.g. `https://...`) and extra arguments.
+    pub fn start_worker_with(&mut self, id: &str, coordinator: &str, extra: &[&str]) {
+        let mut args = vec!["worker", "--coordinator", coordinator, "--id", id];
+        args.extend_from_slice(extra);
+        let p = Proc::spawn_cmd(id, BIN, &args, &self.envs(), self.dir.path());
         self.workers.insert(id.to_string(), p);
     }
 
@@ -307,11 +324,28 @@ pub fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
 /// A minimal blocking HTTP/1.0 GET: (status code, body). Written by hand so that the harness
 /// can poll readiness from sync code without an HTTP client runtime.
 pub fn http_get(base: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(base, "GET", path, &[])
+}
+
+/// Like [`http_get`], with any method and extra headers (`("Authorization", "Bearer x")`).
+pub fn http_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let host = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n{extra}\r\n"
+    )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     let code = buf

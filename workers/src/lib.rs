@@ -10,9 +10,11 @@ pub mod metrics;
 pub mod objects;
 pub mod runtime;
 pub mod task;
+pub mod tls;
 
 pub use runtime::{Worker, WorkerError, WorkerOptions};
 pub use task::{LeaseGuard, Progress, Task, TaskContext, TaskError, TaskFactory};
+pub use tls::{BearerToken, ClientError, ClientTls};
 
 /// The task kinds this build can run. A worker advertises exactly these as capabilities.
 pub fn builtin_factories(metrics: &metrics::WorkerMetrics) -> Vec<std::sync::Arc<dyn TaskFactory>> {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 use tracing::Instrument;
 
@@ -29,6 +29,8 @@ use tracing::Instrument;
 pub enum WorkerError {
     #[error("invalid coordinator address \"{url}\": {message}")]
     BadAddress { url: String, message: String },
+    #[error(transparent)]
+    Client(#[from] crate::tls::ClientError),
 }
 
 /// How a worker identifies itself and where it connects.
@@ -45,6 +47,8 @@ pub struct WorkerOptions {
     /// Task kinds to advertise; empty = every kind this build can run. A kind advertised
     /// without a factory runs as a task that fails with a clear "not available" status.
     pub capabilities: Vec<String>,
+    /// TLS to the coordinator (an `https://` address); files are read again at each reconnect.
+    pub tls: crate::tls::ClientTls,
 }
 
 struct Running {
@@ -92,16 +96,18 @@ impl Worker {
         c
     }
 
+    /// A lazily connecting client for the coordinator, TLS files read now.
+    fn client(&self) -> Result<WorkerServiceClient<Channel>, WorkerError> {
+        let endpoint = self
+            .opts
+            .tls
+            .endpoint(&self.opts.coordinator, Duration::from_secs(10))?;
+        Ok(WorkerServiceClient::new(endpoint.connect_lazy()))
+    }
+
     /// Runs until `shutdown` fires, then stops every task and leaves.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let endpoint = Endpoint::from_shared(self.opts.coordinator.clone())
-            .map_err(|e| WorkerError::BadAddress {
-                url: self.opts.coordinator.clone(),
-                message: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10));
-        let mut client = WorkerServiceClient::new(endpoint.connect_lazy());
+        let mut client = self.client()?;
         let (lease_tx, lease_rx) = watch::channel(Instant::now());
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut stopping: HashMap<String, JoinHandle<()>> = HashMap::new();
@@ -149,6 +155,14 @@ impl Worker {
                     Err(status) => {
                         let delay = delays.next().unwrap_or(Duration::from_secs(10));
                         tracing::warn!(worker = %self.opts.worker_id, code = ?status.code(), error = %status.message(), retry_in = ?delay, "join failed");
+                        // A new connection, with the TLS files read again (they may have
+                        // been rotated); a file that no longer loads keeps the old one.
+                        match self.client() {
+                            Ok(c) => client = c,
+                            Err(e) => {
+                                tracing::error!(worker = %self.opts.worker_id, error = %e, "cannot rebuild the coordinator connection")
+                            }
+                        }
                         tokio::select! {
                             _ = shutdown.cancelled() => break 'session,
                             _ = tokio::time::sleep(delay) => {}
