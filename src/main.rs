@@ -291,8 +291,25 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // opendal's request signers (reqsign) print whole credential providers, secret keys
+    // included, at debug level. Secrets never reach a log, whatever RUST_LOG says: cap them.
+    for target in [
+        "reqsign",
+        "reqsign_core",
+        "reqsign_aws_core",
+        "reqsign_aws_v4",
+        "reqsign_azure_storage",
+        "reqsign_google",
+        "reqsign_file_read_tokio",
+        "reqsign_http_send_reqwest",
+        "reqsign_command_execute_tokio",
+    ] {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
