@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockstep_coordinator::druid::{
+use lockstep_druid::{
     parse_time, BucketRow, DruidError, LatestRow, SegmentInterval, SupervisorState,
     SupervisorStatus,
 };

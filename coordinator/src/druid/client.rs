@@ -2,11 +2,9 @@
 //! site's basic auth, extra CA file and timeout. Each call is timed and counted in the
 //! coordinator's metrics (`lockstep_druid_*`) and turns every failure into a [`DruidError`].
 
-use super::error::DruidError;
-use super::time::{parse_time, sql_timestamp};
-use super::types::*;
 use crate::metrics::Metrics;
 use lockstep_config::{CountExpr, Druid, Granularity};
+use lockstep_druid::*;
 use serde::de::DeserializeOwned;
 use std::time::Instant;
 
@@ -128,12 +126,12 @@ impl DruidClient {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| DruidError::from_transport(&self.site, endpoint, e))?;
+            .map_err(|e| transport_error(&self.site, endpoint, e))?;
         let status = response.status().as_u16();
         let body = response
             .bytes()
             .await
-            .map_err(|e| DruidError::from_transport(&self.site, endpoint, e))?;
+            .map_err(|e| transport_error(&self.site, endpoint, e))?;
         if !(200..300).contains(&status) {
             return Err(DruidError::from_response(
                 &self.site, endpoint, status, &body,
@@ -242,5 +240,15 @@ impl DruidClient {
     pub async fn supervisor_status(&self, id: &str) -> Result<SupervisorStatus, DruidError> {
         let url = self.url(&["druid", "indexer", "v1", "supervisor", id, "status"]);
         self.call("supervisor.status", self.http.get(url)).await
+    }
+}
+
+/// A transport failure (no HTTP answer): a timeout, or unreachable with the causes (the URL is
+/// left out: it is the site's, already named).
+fn transport_error(site: &str, endpoint: &str, e: reqwest::Error) -> DruidError {
+    if e.is_timeout() {
+        DruidError::timeout(site, endpoint)
+    } else {
+        DruidError::unreachable(site, endpoint, e.without_url())
     }
 }

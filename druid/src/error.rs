@@ -21,7 +21,7 @@ pub enum DruidError {
         /// The transport error and its causes, on one line.
         detail: String,
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// No answer within the site's `druid.timeout`.
     #[error("site {site}: Druid timed out ({endpoint})")]
@@ -114,28 +114,32 @@ impl DruidError {
         }
     }
 
-    /// A transport failure (no HTTP answer).
-    pub fn from_transport(site: &str, endpoint: &str, e: reqwest::Error) -> Self {
-        if e.is_timeout() {
-            DruidError::Timeout {
-                site: site.to_string(),
-                endpoint: endpoint.to_string(),
-            }
-        } else {
-            let e = e.without_url();
-            let mut detail = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                detail.push_str(": ");
-                detail.push_str(&c.to_string());
-                cause = c.source();
-            }
-            DruidError::Unreachable {
-                site: site.to_string(),
-                endpoint: endpoint.to_string(),
-                detail,
-                source: e,
-            }
+    /// No answer within the site's timeout.
+    pub fn timeout(site: &str, endpoint: &str) -> Self {
+        DruidError::Timeout {
+            site: site.to_string(),
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    /// A transport failure (no HTTP answer); the detail is the error with its causes.
+    pub fn unreachable(
+        site: &str,
+        endpoint: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        let mut detail = source.to_string();
+        let mut cause = source.source();
+        while let Some(c) = cause {
+            detail.push_str(": ");
+            detail.push_str(&c.to_string());
+            cause = c.source();
+        }
+        DruidError::Unreachable {
+            site: site.to_string(),
+            endpoint: endpoint.to_string(),
+            detail,
+            source: Box::new(source),
         }
     }
 

@@ -1,0 +1,16 @@
+//! lockstep-druid: Druid's HTTP API as lockstep reads it, without the transport: the
+//! response types of SQL, `sys.segments` and the supervisor endpoints (`types`), the error
+//! model that classifies every answer ([`DruidError`]), and Druid's time formats.
+//!
+//! It does no I/O: the coordinator's HTTP client (`lockstep_coordinator::druid`) sends the
+//! requests and hands the answers here. Kept apart so that this parsing, which faces whatever
+//! a site (or a proxy in front of it) sends, can be fuzzed on its own (`fuzz/`), without
+//! building the rest of the coordinator.
+
+mod error;
+mod time;
+mod types;
+
+pub use error::{DruidError, ErrorBody};
+pub use time::{format_time, parse_time, sql_timestamp};
+pub use types::*;
