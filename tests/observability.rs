@@ -200,6 +200,9 @@ fn convention_problems(e: &Entry) -> Vec<String> {
 // Expressions in the dashboards and the rules
 // ------------------------------------------------------------------------------------------
 
+/// (name, value) pairs: a dashboard's variables and their queries, or their values.
+type Vars = Vec<(String, String)>;
+
 #[derive(Debug, Clone)]
 struct Expr {
     /// e.g. `lockstep-kafka.json: panel "Records/s" A`, `alerts.yml: LockstepMirrorGap`
@@ -208,7 +211,7 @@ struct Expr {
     /// Alert expressions may be empty when healthy (rule 3 above).
     alert: bool,
     /// The dashboard's variables, in order: (name, query).
-    vars: Vec<(String, String)>,
+    vars: Vars,
 }
 
 fn dashboard_files() -> Vec<PathBuf> {
@@ -653,7 +656,7 @@ fn dashboards_are_well_formed_and_cover_the_catalog() {
                 problems.push(format!("{f}: panel {title:?} has no id"));
             }
             let g = &p["gridPos"];
-            if g["w"].as_i64().is_none_or(|w| w < 1 || w > 24) || g["h"].as_i64().is_none() {
+            if g["w"].as_i64().is_none_or(|w| !(1..=24).contains(&w)) || g["h"].as_i64().is_none() {
                 problems.push(format!("{f}: panel {title:?} needs gridPos w 1..=24 and h"));
             }
             if p["type"] == "row" {
@@ -922,8 +925,10 @@ impl Demo {
     }
 }
 
-/// One scrape: family name -> (type, samples as (series name, labels)).
-type Scrape = BTreeMap<String, (String, Vec<(String, BTreeMap<String, String>)>)>;
+/// Samples of one family: (series name, labels).
+type Samples = Vec<(String, BTreeMap<String, String>)>;
+/// One scrape: family name -> (type, samples).
+type Scrape = BTreeMap<String, (String, Samples)>;
 
 fn parse_exposition(text: &str) -> Scrape {
     let mut out: Scrape = BTreeMap::new();
@@ -941,9 +946,7 @@ fn parse_exposition(text: &str) -> Scrape {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        let name_end = line
-            .find(|c: char| c == '{' || c == ' ')
-            .unwrap_or(line.len());
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let series = &line[..name_end];
         let mut labels = BTreeMap::new();
         if line[name_end..].starts_with('{') {
@@ -1010,8 +1013,7 @@ fn catalog_gaps(cat: &[Entry], coordinator: &Scrape, workers: &[Scrape]) -> Vec<
         } else {
             workers.iter().collect()
         };
-        let fams: Vec<&(String, Vec<(String, BTreeMap<String, String>)>)> =
-            scrapes.iter().filter_map(|s| s.get(&e.name)).collect();
+        let fams: Vec<&(String, Samples)> = scrapes.iter().filter_map(|s| s.get(&e.name)).collect();
         let samples: Vec<&(String, BTreeMap<String, String>)> =
             fams.iter().flat_map(|f| f.1.iter()).collect();
         if samples.is_empty() {
@@ -1264,7 +1266,7 @@ fn prometheus_evaluates_every_dashboard_and_rule_expression() {
         .collect();
 
     // Variables, per dashboard, in order (a later one may use an earlier one).
-    let mut resolved: BTreeMap<Vec<(String, String)>, Vec<(String, String)>> = BTreeMap::new();
+    let mut resolved: BTreeMap<&Vars, Vars> = BTreeMap::new();
     let exprs: Vec<Expr> = dashboard_exprs().into_iter().chain(rule_exprs()).collect();
     for e in &exprs {
         if resolved.contains_key(&e.vars) {
@@ -1301,7 +1303,7 @@ fn prometheus_evaluates_every_dashboard_and_rule_expression() {
                 }
             }
         }
-        resolved.insert(e.vars.clone(), values);
+        resolved.insert(&e.vars, values);
     }
 
     let mut selectors_checked = BTreeSet::new();
