@@ -288,7 +288,7 @@ impl Metrics {
             ),
             grpc_request_seconds: HistogramVec::new(
                 HistogramOpts::new(
-                    NAMES[24],
+                    "lockstep_coordinator_grpc_request_duration_seconds",
                     "gRPC request latency by method, from the call's arrival to its answer (refused calls included).",
                 )
                 .buckets(prometheus::exponential_buckets(0.0001, 3.0, 12).expect("valid buckets")),
@@ -296,12 +296,12 @@ impl Metrics {
             )
             .expect("valid metric"),
             flow_tasks: gauge_vec(
-                NAMES[25],
+                "lockstep_coordinator_flow_tasks",
                 "Tasks per flow, site and kind (kafka, objects) by phase: assigned, revoking, unassigned, paused.",
                 &["flow", "site", "kind", "phase"],
             ),
             druid_up: gauge_vec(
-                NAMES[26],
+                "lockstep_druid_up",
                 "1 if the last call to the site's Druid got an answer from Druid (success or a Druid error), 0 if it was unreachable, timed out or answered with something other than Druid JSON.",
                 &["site"],
             ),
@@ -326,6 +326,21 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_name_is_registered_once() {
+        let m = Metrics::new();
+        let distinct: std::collections::BTreeSet<&str> = NAMES.iter().copied().collect();
+        assert_eq!(distinct.len(), NAMES.len(), "a name is listed twice");
+        for name in NAMES {
+            // Registering a name again fails only if it is registered already.
+            let probe = IntGauge::new(*name, "probe").expect("valid metric");
+            assert!(
+                m.registry.register(Box::new(probe)).is_err(),
+                "{name} is in NAMES but not registered"
+            );
+        }
+    }
 
     #[test]
     fn known_label_sets_are_exported_at_zero() {

@@ -196,12 +196,12 @@ impl WorkerMetrics {
             ),
             objects_cycles: cv(NAMES[23], "Completed sync cycles.", FS),
             lease_remaining: Gauge::new(
-                NAMES[24],
+                "lockstep_worker_lease_remaining_seconds",
                 "Seconds until the worker's lease runs out (the worker stops writing then); 0 without a lease.",
             )
             .expect("valid metric"),
             info: gv(
-                NAMES[25],
+                "lockstep_worker_info",
                 "Always 1: the worker's id and version, to join with other series on `instance`.",
                 &["worker_id", "version"],
             ),
@@ -375,6 +375,21 @@ pub async fn serve(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn every_name_is_registered_once() {
+        let m = WorkerMetrics::new();
+        let distinct: std::collections::BTreeSet<&str> = NAMES.iter().copied().collect();
+        assert_eq!(distinct.len(), NAMES.len(), "a name is listed twice");
+        for name in NAMES {
+            // Registering a name again fails only if it is registered already.
+            let probe = IntGauge::new(*name, "probe").expect("valid metric");
+            assert!(
+                m.registry.register(Box::new(probe)).is_err(),
+                "{name} is in NAMES but not registered"
+            );
+        }
+    }
 
     #[test]
     fn a_task_exports_its_counters_at_zero_and_forgets_its_gauges() {
