@@ -122,7 +122,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         backfill_rows: 20_000,
         backfill_start_ms: this_hour - 5 * HOUR_MS,
         backfill_end_ms: this_hour,
-        first_burst: Duration::from_secs(5),
+        first_burst: Duration::from_secs(8),
         burst_rows: 600,
         burst_every: Duration::from_secs(8),
         burst_length: Duration::from_secs(2),
@@ -144,10 +144,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             .replace("@KAFKA_SITE_B@", &site_kafka[1].bootstrap_servers())
             .replace("@DRUID_SITE_A@", &emulators[0].url())
             .replace("@DRUID_SITE_B@", &emulators[1].url());
-        lockstep_config::parse(&text, "demo.toml (built in)", None, &|n| {
-            std::env::var(n).ok()
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        // No environment: the built-in config means the same everywhere.
+        lockstep_config::parse(&text, "demo.toml (built in)", None, &|_| None)
+            .map_err(|e| anyhow::anyhow!("{e}"))
     };
     let coordinator_stop = CancellationToken::new();
     let (bound, coordinator) =
