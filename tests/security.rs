@@ -532,6 +532,15 @@ async fn admin_calls_need_the_token() {
         http_request(http, "POST", "/api/v1/status", &[]).unwrap().0,
         401
     );
+    // The status page is guarded like the API, and says how to open it to browsers.
+    let (code, body) = http_get(http, "/").unwrap();
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("open_read_only"), "{body}");
+    let (code, body) = http_request(http, "GET", "/", &[("Authorization", &bearer)]).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("<h2>Task assignment</h2>"), "{body}");
+    assert!(!body.contains(TOKEN), "the page never shows the token");
+    assert_eq!(http_get(http, "/api/v1/errors").unwrap().0, 401);
     assert_eq!(http_get(http, "/metrics").unwrap().0, 200);
     assert_eq!(http_get(http, "/healthz").unwrap().0, 200);
     let (_, metrics) = http_get(http, "/metrics").unwrap();
@@ -577,6 +586,7 @@ async fn open_read_only_opens_reads_but_not_writes() {
     assert_eq!(refused.code(), Code::Unauthenticated);
     let http = cluster.http.as_str();
     assert_eq!(http_get(http, "/api/v1/status").unwrap().0, 200);
+    assert_eq!(http_get(http, "/").unwrap().0, 200, "the page is a read");
     assert_eq!(
         http_request(http, "POST", "/api/v1/status", &[]).unwrap().0,
         401

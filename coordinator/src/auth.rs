@@ -3,8 +3,8 @@
 //! Workers are not checked here: they use WorkerService, which mutual TLS protects. The token
 //! comes from `[coordinator.auth].token` (a [`Secret`], usually `${ENV}` or `${file:...}`) and is
 //! compared in constant time. No token: missing → 401 / UNAUTHENTICATED. Wrong token: 403 /
-//! PERMISSION_DENIED. With `open_read_only`, reads (AdminService.Status, `GET /api/v1/*`) need
-//! no token. `/metrics`, `/healthz` and `/readyz` are always open.
+//! PERMISSION_DENIED. With `open_read_only`, reads (AdminService.Status, `GET /api/v1/*`, the
+//! status page `/`) need no token. `/metrics`, `/healthz` and `/readyz` are always open.
 
 use crate::metrics::Metrics;
 use axum::extract::{Request, State};
@@ -110,11 +110,14 @@ fn bearer(header: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-/// axum middleware for the whole router: `/api/...` needs the token (reads may be open);
-/// everything else (`/metrics`, `/healthz`, `/readyz`) passes. Applied router-wide so that a
-/// route added later under `/api/` is covered without further wiring.
+/// Paths that are always open: probes and the Prometheus scrape.
+pub const OPEN_PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+/// axum middleware for the whole router: every path but [`OPEN_PATHS`] needs the token
+/// (`/api/...` and the status page `/`; reads may be opened with `open_read_only`). Applied
+/// router-wide and deny-by-default, so a route added later is covered without further wiring.
 pub async fn http_guard(State(auth): State<AdminAuth>, req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/api/") {
+    if OPEN_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
     let access = if matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -138,10 +141,15 @@ pub async fn http_guard(State(auth): State<AdminAuth>, req: Request, next: Next)
                 AuthError::Missing => StatusCode::UNAUTHORIZED,
                 AuthError::Wrong => StatusCode::FORBIDDEN,
             };
+            let hint = if req.uri().path().starts_with("/api/") {
+                ""
+            } else {
+                "\nThe status page is a read: open it to browsers with [coordinator.auth].open_read_only = true, or through a proxy that adds the header.\n"
+            };
             (
                 code,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
-                format!("{e}\n"),
+                format!("{e}\n{hint}"),
             )
                 .into_response()
         }

@@ -15,6 +15,7 @@
 //! directly; `grpc` and the tick loop in `server` call into it under one async mutex.
 
 use crate::assign::{self, TaskReq, WorkerSlot};
+use crate::events::{Level, RecentEvents};
 use crate::metrics::Metrics;
 use crate::state::{PersistedState, PersistedWorker};
 use crate::tasks::TaskDef;
@@ -90,6 +91,8 @@ pub struct Control {
     /// Set when something that must be persisted changed.
     dirty: bool,
     metrics: Metrics,
+    /// Task failures, gaps and lease expiries, for the status page.
+    events: RecentEvents,
 }
 
 /// What a heartbeat or join hands back to a worker.
@@ -130,6 +133,7 @@ impl Control {
             progress: HashMap::new(),
             dirty: true,
             metrics,
+            events: RecentEvents::new(),
         };
         if let Some(state) = restored {
             control.generation = state.generation;
@@ -310,10 +314,52 @@ impl Control {
         for p in progress {
             // Progress counts only from the task's single writer.
             if self.actual.get(&p.task_id).map(String::as_str) == Some(worker_id) {
+                self.note_changes(worker_id, &p);
                 self.progress.insert(p.task_id.clone(), p);
             }
         }
         Ok(self.view(worker_id))
+    }
+
+    /// Shares the ring where failures, gaps and lease expiries are recorded.
+    pub fn set_events(&mut self, events: RecentEvents) {
+        self.events = events;
+    }
+
+    /// Records what a heartbeat newly reports as wrong: a task that turned failed (or fails
+    /// differently), a partition whose gap count grew. Steady state records nothing.
+    fn note_changes(&self, worker_id: &str, p: &pb::TaskProgress) {
+        let before = self.progress.get(&p.task_id);
+        let failed = pb::TaskState::Failed as i32;
+        if p.state == failed && before.is_none_or(|b| b.state != failed || b.message != p.message) {
+            self.events.record(
+                Level::Error,
+                format!("task {}", p.task_id),
+                format!(
+                    "failed on {worker_id} (restart {}): {}",
+                    p.restarts, p.message
+                ),
+            );
+        }
+        for part in &p.partitions {
+            let gaps_before = before
+                .and_then(|b| {
+                    b.partitions
+                        .iter()
+                        .find(|q| q.topic == part.topic && q.partition == part.partition)
+                })
+                .map_or(0, |q| q.gaps);
+            if part.gaps > gaps_before {
+                self.events.record(
+                    Level::Error,
+                    format!("task {}", p.task_id),
+                    format!(
+                        "gap on {}/{}: source retention overtook the resume point ({} gap(s) so far)",
+                        part.topic, part.partition, part.gaps
+                    ),
+                );
+            }
+        }
     }
 
     /// The worker stopped these tasks: hand them to their desired worker.
@@ -372,6 +418,13 @@ impl Control {
         for (id, w) in self.workers.iter_mut() {
             if w.expired_at.is_none() && now.duration_since(w.last_seen) > ttl {
                 tracing::warn!(worker = %id, "lease expired; its tasks move after the hand-over margin");
+                let tasks = self.actual.values().filter(|a| *a == id).count();
+                self.events.record(
+                    Level::Warning,
+                    format!("worker {id}"),
+                    format!("lease expired (no heartbeat for {}); its {tasks} task(s) move after the hand-over margin",
+                        humantime::format_duration(ttl)),
+                );
                 w.expired_at = Some(now);
                 self.metrics.lease_expirations.inc();
                 membership_changed = true;

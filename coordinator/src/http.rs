@@ -1,10 +1,12 @@
 //! The coordinator's HTTP side (axum): `/healthz` (the process runs), `/readyz` (state is
-//! loaded and gRPC is serving), `/metrics` (Prometheus text), `/api/v1/status` (JSON) and
-//! `/api/v1/drift` (the drift poller's latest report; 503 until the first check ends).
-//! `/api/...` is guarded by the admin token ([`crate::auth::http_guard`]).
+//! loaded and gRPC is serving), `/metrics` (Prometheus text), `/api/v1/status` (JSON),
+//! `/api/v1/drift` (the drift poller's latest report; 503 until the first check ends),
+//! `/api/v1/errors` (recent errors, newest first) and the status page `/` ([`crate::page`]).
+//! Everything but the probes and `/metrics` is guarded by the admin token
+//! ([`crate::auth::http_guard`]).
 
 use crate::server::Shared;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,13 +20,16 @@ use tokio_util::sync::CancellationToken;
 pub fn router(shared: Arc<Shared>) -> Router {
     let auth = shared.auth.clone();
     Router::new()
+        .route("/", get(page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/drift", get(drift))
+        .route("/api/v1/errors", get(errors))
         .with_state(shared)
-        // Every `/api/...` route, present and future, needs the admin token (crate::auth).
+        // Every route but the probes and /metrics, present and future, needs the admin token
+        // (crate::auth).
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::http_guard,
@@ -200,4 +205,41 @@ async fn drift(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// `/api/v1/errors`: recent errors and warnings, newest first.
+async fn errors(State(shared): State<Arc<Shared>>) -> Json<Vec<crate::events::Event>> {
+    Json(shared.events.snapshot())
+}
+
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    /// `main`: only the `<main>` element's content (the page's own refresh).
+    fragment: Option<String>,
+}
+
+/// `/`: the status page; `/?fragment=main` only its refreshed part.
+async fn page(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>) -> Response {
+    let status: StatusView = shared.view_status().await.into();
+    let drift = shared.drift.read().await.clone();
+    let events = shared.events.snapshot();
+    let data = crate::page::PageData {
+        status: &status,
+        drift: drift.as_ref(),
+        events: &events,
+        config: &shared.config,
+        uptime: shared.started.elapsed().unwrap_or_default(),
+    };
+    let markup = match q.fragment.as_deref() {
+        Some("main") => crate::page::main(&data),
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("unknown fragment \"{other}\" (the page has one: main)\n"),
+            )
+                .into_response()
+        }
+        None => crate::page::render(&data),
+    };
+    ([(header::CACHE_CONTROL, "no-store")], markup).into_response()
 }

@@ -8,6 +8,7 @@
 use crate::admission::Admission;
 use crate::auth::AdminAuth;
 use crate::control::{Control, ControlError, Timing, WorkerView};
+use crate::events::{Level, RecentEvents};
 use crate::metrics::Metrics;
 use crate::state::{StateError, StateStore};
 use crate::tls::{TlsError, TlsFiles};
@@ -52,6 +53,12 @@ pub struct Shared {
     /// Bounds on worker calls, checked before the control lock.
     pub admission: Admission,
     pub limits: Limits,
+    /// Recent errors and warnings (status page, `/api/v1/errors`).
+    pub events: RecentEvents,
+    /// The config this coordinator runs (the status page lists its sites and flows).
+    pub config: Arc<Config>,
+    /// When this coordinator started (shown as uptime).
+    pub started: std::time::SystemTime,
 }
 
 impl Shared {
@@ -70,6 +77,11 @@ impl Shared {
         self.metrics.state_writes.with_label_values(&[label]).inc();
         if let Err(e) = &result {
             tracing::error!(error = %e, "persisting coordinator state failed; will retry");
+            self.events.record(
+                Level::Error,
+                "state",
+                format!("persisting coordinator state failed (retried; workers get no new assignment until it works): {e}"),
+            );
             control.mark_dirty();
         }
         result
@@ -150,7 +162,8 @@ pub async fn start(
         flows = config.flows.len(),
         "derived tasks"
     );
-    let control = Control::new(
+    let events = RecentEvents::new();
+    let mut control = Control::new(
         derived,
         timing,
         c.max_workers,
@@ -158,6 +171,7 @@ pub async fn start(
         Instant::now(),
         metrics.clone(),
     );
+    control.set_events(events.clone());
     let hostname = hostname();
     let shared = Arc::new(Shared {
         control: Mutex::new(control),
@@ -177,6 +191,9 @@ pub async fn start(
             metrics.clone(),
         ),
         limits: c.limits.clone(),
+        events: events.clone(),
+        config: Arc::new(config.clone()),
+        started: std::time::SystemTime::now(),
     });
     if shared.auth.is_open() {
         tracing::warn!("no admin token ([coordinator.auth].token): admin calls and /api/* are open to anyone who reaches the ports");
@@ -226,6 +243,7 @@ pub async fn start(
         config.clone(),
         shared.metrics.clone(),
         shared.drift.clone(),
+        events,
         shutdown.clone(),
     ));
     shared.ready.store(true, Ordering::SeqCst);

@@ -2,7 +2,8 @@
 //! keeps the last report for `/api/v1/drift`, and publishes it as metrics. Stops when the
 //! shutdown token fires; a check in progress is abandoned.
 
-use super::{record_metrics, targets, DriftEngine, DriftReport, Overrides};
+use super::{record_metrics, targets, DriftEngine, DriftReport, Overrides, Verdict};
+use crate::events::{Level, RecentEvents};
 use crate::metrics::Metrics;
 use lockstep_config::Config;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub async fn run(
     config: Config,
     metrics: Metrics,
     latest: LatestReport,
+    events: RecentEvents,
     shutdown: CancellationToken,
 ) {
     let targets = targets(&config, None, &Overrides::default());
@@ -62,6 +64,30 @@ pub async fn run(
             "drift checked"
         );
         record_metrics(&metrics, &report);
+        record_events(&events, &report);
         *latest.write().await = Some(report);
+    }
+}
+
+/// Sites that could not be read and datasources that diverged go to the recent events (one
+/// entry per site or datasource, counted while the same complaint repeats).
+fn record_events(events: &RecentEvents, report: &DriftReport) {
+    for ds in &report.datasources {
+        for site in &ds.sites {
+            if let Some(error) = &site.error {
+                events.record(
+                    Level::Error,
+                    format!("drift {} @ {}", ds.datasource, site.site),
+                    error.clone(),
+                );
+            }
+        }
+        if ds.verdict == Verdict::Diverged {
+            events.record(
+                Level::Warning,
+                format!("drift {}", ds.datasource),
+                format!("diverged: {}", ds.reason),
+            );
+        }
     }
 }
