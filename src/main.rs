@@ -102,12 +102,13 @@ enum Command {
     /// coordinator needed). Exits 0 when every datasource is in sync within --max-drift, 1 on
     /// drift (lagging or diverged), 2 when a site (or the config) could not be checked.
     DriftCheck(DriftCheckArgs),
-    /// Run a coordinator and two workers on a built-in config, print the assignment, and stop.
-    Demo {
-        /// How long to run (e.g. 20s, 2m).
-        #[arg(long, default_value = "20s", value_parser = humantime_duration)]
-        duration: Duration,
-    },
+    /// Run the whole system in one process, with no external services: a source and two
+    /// sites on in-process Kafka clusters, folders as object stores, two emulated Druid
+    /// sites, the coordinator (with its drift poller) and two workers, and a load generator.
+    /// Prints where to look, replication progress and one drift line per poll; injects a
+    /// fault at site-b (an hour of rows lost) and shows the drift engine detect it.
+    /// Stops cleanly at --duration or on Ctrl-C / SIGTERM.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Args)]
@@ -290,9 +291,9 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 20s, 2m)"))
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // opendal's request signers (reqsign) print whole credential providers, secret keys
     // included, at debug level. Secrets never reach a log, whatever RUST_LOG says: cap them.
     for target in [
@@ -358,7 +359,13 @@ fn main() -> ExitCode {
     {
         return config_check(file);
     }
-    init_logging(cli.log_format);
+    // The demo talks on stdout; its components log warnings and errors only, unless RUST_LOG
+    // asks for more.
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -482,7 +489,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::DriftCheck(args) => Ok(drift::run(args).await),
-        Command::Demo { duration } => demo::run(duration).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Sync {
             config,
             flow,
@@ -502,24 +509,45 @@ async fn run(command: Command) -> Result<ExitCode> {
 }
 
 pub(crate) async fn run_worker(args: WorkerArgs, shutdown: CancellationToken) -> Result<()> {
+    let metrics = lockstep_workers::metrics::WorkerMetrics::new();
+    let listener = match args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?,
+        ),
+        None => None,
+    };
+    run_worker_with(args, metrics, listener, shutdown).await
+}
+
+/// Runs a worker with the given metrics handle, serving them on `metrics_listener` when
+/// given (its `metrics_listen` is then ignored), until `shutdown`; the metrics server is
+/// stopped and joined before this returns.
+pub(crate) async fn run_worker_with(
+    args: WorkerArgs,
+    metrics: lockstep_workers::metrics::WorkerMetrics,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let hostname = lockstep_coordinator::server::hostname();
     let worker_id = args
         .id
         .unwrap_or_else(|| format!("{hostname}-{}", std::process::id()));
-    let metrics = lockstep_workers::metrics::WorkerMetrics::new();
-    if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-        tracing::info!(%addr, "worker metrics listening");
+    // Stops with the worker, also when the worker ends with an error.
+    let metrics_stop = shutdown.child_token();
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "worker metrics listening");
+        }
         let m = metrics.clone();
-        let s = shutdown.clone();
+        let s = metrics_stop.clone();
         tokio::spawn(async move {
             if let Err(e) = lockstep_workers::metrics::serve(listener, m, s).await {
                 tracing::error!(error = %e, "worker metrics server failed");
             }
-        });
-    }
+        })
+    });
     // Advertise the kinds the product defines; one without a factory in this build shows
     // as a failed task with a clear message rather than staying silently unassigned.
     let capabilities = if args.capabilities.is_empty() {
@@ -541,7 +569,12 @@ pub(crate) async fn run_worker(args: WorkerArgs, shutdown: CancellationToken) ->
         factories,
         metrics,
     );
-    worker.run(shutdown).await?;
+    let result = worker.run(shutdown).await;
+    metrics_stop.cancel();
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
+    result?;
     Ok(())
 }
 

@@ -34,6 +34,13 @@ if ! command -v azurite-blob >/dev/null 2>&1 && [ ! -x "$AZURITE_DIR/node_module
   command -v npm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq npm; }
   npm install --silent --no-audit --no-fund --prefix "$AZURITE_DIR" azurite
 fi
+# prometheus and promtool (Debian's package) for tests/observability.rs: promtool checks and
+# unit-tests dashboards/alerts.yml; the prometheus binary is run by the test itself on a free
+# loopback port with a temporary data folder (never as the package's service).
+if ! command -v promtool >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+promtool --version 2>&1 | head -n 1
 # rclone: only the object sync benchmark's baseline (not a test). Installed when we can; the
 # benchmark shows "-" for rclone without it.
 if ! command -v rclone >/dev/null 2>&1; then

@@ -544,11 +544,23 @@ async fn admin_calls_need_the_token() {
     assert_eq!(http_get(http, "/metrics").unwrap().0, 200);
     assert_eq!(http_get(http, "/healthz").unwrap().0, 200);
     let (_, metrics) = http_get(http, "/metrics").unwrap();
+    // The series exists from the start at 0 (label sets are initialised): count, not presence.
     assert!(
-        metrics
-            .contains("lockstep_coordinator_auth_failures_total{api=\"http\",reason=\"missing\"}"),
+        sample(
+            &metrics,
+            "lockstep_coordinator_auth_failures_total{api=\"http\",reason=\"missing\"}"
+        ) >= 1.0,
         "{metrics}"
     );
+}
+
+/// The value of one series in a Prometheus text scrape (0 when absent).
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -983,7 +995,10 @@ async fn a_heartbeat_flood_from_one_client_does_not_starve_other_workers() {
     assert!(w1.lease_remaining_ms > 0);
     let (_, metrics) = http_get(&cluster.http, "/metrics").unwrap();
     assert!(
-        metrics.contains("lockstep_coordinator_worker_calls_rejected_total{reason=\"rate\"}"),
+        sample(
+            &metrics,
+            "lockstep_coordinator_worker_calls_rejected_total{reason=\"rate\"}"
+        ) >= 1.0,
         "{metrics}"
     );
 }

@@ -586,13 +586,26 @@ impl Control {
         m.workers
             .set(self.workers.values().filter(|w| w.alive()).count() as i64);
         let mut by_phase: HashMap<&'static str, i64> = HashMap::new();
+        let mut by_flow: BTreeMap<(&str, &str, &str, &'static str), i64> = BTreeMap::new();
         for t in &self.tasks {
-            *by_phase.entry(self.phase(&t.id, &t.flow)).or_default() += 1;
+            let phase = self.phase(&t.id, &t.flow);
+            *by_phase.entry(phase).or_default() += 1;
+            // Every phase of every (flow, site) is written, at 0 when empty.
+            for p in crate::metrics::TASK_PHASES {
+                *by_flow
+                    .entry((t.flow.as_str(), t.site.as_str(), t.kind, *p))
+                    .or_default() += i64::from(*p == phase);
+            }
         }
-        for phase in ["assigned", "revoking", "unassigned", "paused"] {
+        for phase in crate::metrics::TASK_PHASES {
             m.tasks
                 .with_label_values(&[phase])
                 .set(by_phase.get(phase).copied().unwrap_or(0));
+        }
+        for ((flow, site, kind, phase), n) in by_flow {
+            m.flow_tasks
+                .with_label_values(&[flow, site, kind, phase])
+                .set(n);
         }
     }
 

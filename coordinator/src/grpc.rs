@@ -100,6 +100,16 @@ fn to_status(e: CallError) -> Status {
     }
 }
 
+/// Times a call from its arrival to its answer (observed when dropped, on every path out,
+/// refusals included).
+fn timer(shared: &Shared, method: &str) -> prometheus::HistogramTimer {
+    shared
+        .metrics
+        .grpc_request_seconds
+        .with_label_values(&[method])
+        .start_timer()
+}
+
 /// Counts the call by method and code, and converts the error.
 fn finish<T>(
     shared: &Shared,
@@ -161,6 +171,7 @@ impl WorkerService for Workers {
         &self,
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
+        let _timer = timer(&self.0, "Join");
         let r = req.into_inner();
         let s = &self.0;
         let _admitted = admit(s, "Join", &r.worker_id)?;
@@ -186,6 +197,7 @@ impl WorkerService for Workers {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let _timer = timer(&self.0, "Heartbeat");
         let r = req.into_inner();
         let _admitted = admit(&self.0, "Heartbeat", &r.worker_id)?;
         let result = self
@@ -205,6 +217,7 @@ impl WorkerService for Workers {
         &self,
         req: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let _timer = timer(&self.0, "Release");
         let r = req.into_inner();
         let _admitted = admit(&self.0, "Release", &r.worker_id)?;
         let result = self
@@ -222,6 +235,7 @@ impl WorkerService for Workers {
         &self,
         req: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
+        let _timer = timer(&self.0, "Leave");
         let r = req.into_inner();
         let _admitted = admit(&self.0, "Leave", &r.worker_id)?;
         let result = self
@@ -246,6 +260,7 @@ impl Admin {
         paused: bool,
     ) -> Result<Response<pb::FlowResponse>, Status> {
         let rpc = if paused { "PauseFlow" } else { "ResumeFlow" };
+        let _timer = timer(&self.0, rpc);
         authorize(&self.0, rpc, &req, Access::Write)?;
         let flow = req.into_inner().flow;
         let result = self
@@ -266,6 +281,7 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        let _timer = timer(&self.0, "Status");
         authorize(&self.0, "Status", &req, Access::Read)?;
         let status = self.0.view_status().await;
         finish(&self.0, "Status", Ok(status))
@@ -289,6 +305,7 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainResponse>, Status> {
+        let _timer = timer(&self.0, "DrainWorker");
         authorize(&self.0, "DrainWorker", &req, Access::Write)?;
         let worker = req.into_inner().worker_id;
         let result = self

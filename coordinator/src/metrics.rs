@@ -1,6 +1,11 @@
 //! Every metric the coordinator exports, defined once. Call sites use these handles and never
 //! register their own. Names follow `lockstep_<subsystem>_<name>_<unit>`, counters end in
-//! `_total`; the README's catalog lists them and a test checks that each one is exported.
+//! `_total`; the README's catalog lists them and `tests/observability.rs` checks that the
+//! README, [`NAMES`] and a running coordinator's `/metrics` agree.
+//!
+//! Label sets that can be known up front are created at zero ([`Metrics::new`] for the
+//! fixed ones, the drift poller per site and datasource), so a healthy coordinator exports
+//! every series and `rate()`/`increase()` see the first increment.
 
 use prometheus::{
     GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -34,7 +39,25 @@ pub struct Metrics {
     pub worker_calls_rejected: IntCounterVec,
     pub tls_handshake_failures: IntCounter,
     pub tls_reloads: IntCounterVec,
+    pub grpc_request_seconds: HistogramVec,
+    pub flow_tasks: IntGaugeVec,
+    pub druid_up: IntGaugeVec,
 }
+
+/// Every gRPC method the coordinator serves, as it names them in metric labels.
+pub const GRPC_METHODS: &[&str] = &[
+    "Join",
+    "Heartbeat",
+    "Release",
+    "Leave",
+    "Status",
+    "PauseFlow",
+    "ResumeFlow",
+    "DrainWorker",
+];
+
+/// Task phases, as `lockstep_coordinator_tasks{phase}` names them.
+pub const TASK_PHASES: &[&str] = &["assigned", "revoking", "unassigned", "paused"];
 
 /// Names as exported, for the catalog test.
 pub const NAMES: &[&str] = &[
@@ -62,6 +85,9 @@ pub const NAMES: &[&str] = &[
     "lockstep_coordinator_worker_calls_rejected_total",
     "lockstep_coordinator_tls_handshake_failures_total",
     "lockstep_coordinator_tls_reloads_total",
+    "lockstep_coordinator_grpc_request_duration_seconds",
+    "lockstep_coordinator_flow_tasks",
+    "lockstep_druid_up",
 ];
 
 impl Metrics {
@@ -93,6 +119,9 @@ impl Metrics {
             Box::new(m.worker_calls_rejected.clone()),
             Box::new(m.tls_handshake_failures.clone()),
             Box::new(m.tls_reloads.clone()),
+            Box::new(m.grpc_request_seconds.clone()),
+            Box::new(m.flow_tasks.clone()),
+            Box::new(m.druid_up.clone()),
         ];
         for c in collectors {
             // Names are constants and distinct, so registration cannot collide.
@@ -100,7 +129,53 @@ impl Metrics {
                 tracing::error!(error = %e, "metric registration failed");
             }
         }
+        m.init_label_sets();
         m
+    }
+
+    /// Creates, at zero, the label sets known without any config: every gRPC method's
+    /// latency and OK count, heartbeat, state write, auth, admission and TLS results.
+    fn init_label_sets(&self) {
+        for method in GRPC_METHODS {
+            self.grpc_request_seconds.with_label_values(&[method]);
+            self.grpc_requests.with_label_values(&[method, "OK"]);
+        }
+        for phase in TASK_PHASES {
+            self.tasks.with_label_values(&[phase]);
+        }
+        for result in ["ok", "refused"] {
+            self.heartbeats.with_label_values(&[result]);
+        }
+        for result in ["ok", "error"] {
+            self.state_writes.with_label_values(&[result]);
+            self.tls_reloads.with_label_values(&[result]);
+        }
+        for api in ["grpc", "http"] {
+            for reason in ["missing", "wrong"] {
+                self.auth_failures.with_label_values(&[api, reason]);
+            }
+        }
+        for reason in ["rate", "queue"] {
+            self.worker_calls_rejected.with_label_values(&[reason]);
+        }
+    }
+
+    /// Creates, at zero, a Druid site's error counters (one per error kind), so an alert on
+    /// their increase sees the first error. Called for every site when a drift engine starts.
+    pub fn init_druid_site(&self, site: &str, kinds: &[&str]) {
+        for kind in kinds {
+            self.druid_errors.with_label_values(&[site, kind]);
+        }
+    }
+
+    /// Creates a datasource's verdict series before its first check: `unknown` is 1 (nothing
+    /// is known yet), the others 0. Called by the drift poller when it starts.
+    pub fn init_drift_datasource(&self, datasource: &str, verdicts: &[&str]) {
+        for v in verdicts {
+            self.drift_verdict
+                .with_label_values(&[datasource, v])
+                .set(i64::from(*v == "unknown"));
+        }
     }
 
     /// The same handles with an empty registry, for unit tests of the state machine.
@@ -211,6 +286,25 @@ impl Metrics {
                 "Reloads of the TLS certificate, key and client CA files by result: ok or error.",
                 &["result"],
             ),
+            grpc_request_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "lockstep_coordinator_grpc_request_duration_seconds",
+                    "gRPC request latency by method, from the call's arrival to its answer (refused calls included).",
+                )
+                .buckets(prometheus::exponential_buckets(0.0001, 3.0, 12).expect("valid buckets")),
+                &["method"],
+            )
+            .expect("valid metric"),
+            flow_tasks: gauge_vec(
+                "lockstep_coordinator_flow_tasks",
+                "Tasks per flow, site and kind (kafka, objects) by phase: assigned, revoking, unassigned, paused.",
+                &["flow", "site", "kind", "phase"],
+            ),
+            druid_up: gauge_vec(
+                "lockstep_druid_up",
+                "1 if the last call to the site's Druid got an answer from Druid (success or a Druid error), 0 if it was unreachable, timed out or answered with something other than Druid JSON.",
+                &["site"],
+            ),
         }
     }
 
@@ -226,5 +320,48 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_registered_once() {
+        let m = Metrics::new();
+        let distinct: std::collections::BTreeSet<&str> = NAMES.iter().copied().collect();
+        assert_eq!(distinct.len(), NAMES.len(), "a name is listed twice");
+        for name in NAMES {
+            // Registering a name again fails only if it is registered already.
+            let probe = IntGauge::new(*name, "probe").expect("valid metric");
+            assert!(
+                m.registry.register(Box::new(probe)).is_err(),
+                "{name} is in NAMES but not registered"
+            );
+        }
+    }
+
+    #[test]
+    fn known_label_sets_are_exported_at_zero() {
+        let m = Metrics::new();
+        m.init_druid_site("site-a", &["unreachable", "timeout"]);
+        m.init_drift_datasource("clicks", &["in_sync", "unknown"]);
+        let text = m.render();
+        for line in [
+            "lockstep_coordinator_grpc_request_duration_seconds_count{method=\"Heartbeat\"} 0",
+            "lockstep_coordinator_grpc_requests_total{code=\"OK\",method=\"DrainWorker\"} 0",
+            "lockstep_coordinator_heartbeats_total{result=\"refused\"} 0",
+            "lockstep_coordinator_state_writes_total{result=\"error\"} 0",
+            "lockstep_coordinator_auth_failures_total{api=\"http\",reason=\"wrong\"} 0",
+            "lockstep_coordinator_worker_calls_rejected_total{reason=\"queue\"} 0",
+            "lockstep_coordinator_tls_reloads_total{result=\"error\"} 0",
+            "lockstep_coordinator_tasks{phase=\"paused\"} 0",
+            "lockstep_druid_errors_total{kind=\"timeout\",site=\"site-a\"} 0",
+            "lockstep_drift_verdict{datasource=\"clicks\",verdict=\"unknown\"} 1",
+            "lockstep_drift_verdict{datasource=\"clicks\",verdict=\"in_sync\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 }

@@ -89,6 +89,26 @@ impl DruidError {
 
     /// A short label for metrics: `setup`, `unreachable`, `timeout`, `unauthorized`, `druid`,
     /// `not_json`, `decode`.
+    /// Every value [`DruidError::kind`] returns, for metric labels.
+    pub const KINDS: &'static [&'static str] = &[
+        "setup",
+        "unreachable",
+        "timeout",
+        "unauthorized",
+        "druid",
+        "not_json",
+        "decode",
+    ];
+
+    /// Whether Druid itself answered (an error of its own, a refusal, an unexpected shape),
+    /// as opposed to no answer or something else answering (a proxy's page).
+    pub fn druid_answered(&self) -> bool {
+        matches!(
+            self,
+            DruidError::Unauthorized { .. } | DruidError::Druid { .. } | DruidError::Decode { .. }
+        )
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             DruidError::Setup { .. } => "setup",

@@ -1,9 +1,29 @@
 //! Every metric a worker exports, defined once; call sites use these handles. Names follow
-//! `lockstep_<subsystem>_<name>_<unit>`, counters end in `_total`.
+//! `lockstep_<subsystem>_<name>_<unit>`, counters end in `_total`; the README's catalog lists
+//! them and `tests/observability.rs` checks that the README, [`NAMES`] and a running worker's
+//! `/metrics` agree.
+//!
+//! A task creates its label sets at zero when it starts ([`WorkerMetrics::init_mirror`],
+//! [`WorkerMetrics::init_objects`]), so a healthy worker exports every counter (an alert on
+//! `increase(lockstep_mirror_gaps_total[..])` sees the first gap), and removes its per-task
+//! gauges when it stops, so a task that moved to another worker leaves no stale lag or
+//! backlog behind.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Mirror error kinds, as `lockstep_mirror_errors_total{kind}` names them.
+pub const MIRROR_ERROR_KINDS: &[&str] = &["consume", "produce", "delivery", "oversize"];
+/// Why a record was not mirrored, as `lockstep_mirror_skipped_records_total{reason}` says.
+pub const MIRROR_SKIP_REASONS: &[&str] = &["loop", "oversize"];
+/// Why an object was copied, as `lockstep_objects_copied_objects_total{reason}` says.
+pub const OBJECTS_COPY_REASONS: &[&str] = &["new", "changed", "target_missing", "target_changed"];
+/// Object operations, as `lockstep_objects_failures_total{op}` names them.
+pub const OBJECTS_OPS: &[&str] = &["copy", "verify", "delete", "list", "manifest"];
 
 #[derive(Clone)]
 pub struct WorkerMetrics {
@@ -32,6 +52,11 @@ pub struct WorkerMetrics {
     pub objects_failures: IntCounterVec,
     pub objects_verify_mismatches: IntCounterVec,
     pub objects_cycles: IntCounterVec,
+    pub lease_remaining: Gauge,
+    pub info: IntGaugeVec,
+    /// When the lease runs out (None: no lease); `lease_remaining` is computed from it at
+    /// each scrape.
+    lease_deadline: Arc<Mutex<Option<Instant>>>,
 }
 
 /// Names as exported, for the catalog test.
@@ -60,6 +85,8 @@ pub const NAMES: &[&str] = &[
     "lockstep_objects_failures_total",
     "lockstep_objects_verify_mismatches_total",
     "lockstep_objects_cycles_total",
+    "lockstep_worker_lease_remaining_seconds",
+    "lockstep_worker_info",
 ];
 
 const FS: &[&str] = &["flow", "site"];
@@ -168,6 +195,17 @@ impl WorkerMetrics {
                 FS,
             ),
             objects_cycles: cv(NAMES[23], "Completed sync cycles.", FS),
+            lease_remaining: Gauge::new(
+                "lockstep_worker_lease_remaining_seconds",
+                "Seconds until the worker's lease runs out (the worker stops writing then); 0 without a lease.",
+            )
+            .expect("valid metric"),
+            info: gv(
+                "lockstep_worker_info",
+                "Always 1: the worker's id and version, to join with other series on `instance`.",
+                &["worker_id", "version"],
+            ),
+            lease_deadline: Arc::new(Mutex::new(None)),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.tasks_running.clone()),
@@ -194,6 +232,8 @@ impl WorkerMetrics {
             Box::new(m.objects_failures.clone()),
             Box::new(m.objects_verify_mismatches.clone()),
             Box::new(m.objects_cycles.clone()),
+            Box::new(m.lease_remaining.clone()),
+            Box::new(m.info.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {
@@ -207,7 +247,97 @@ impl WorkerMetrics {
         m
     }
 
+    /// Names the worker in `lockstep_worker_info`.
+    pub fn set_worker(&self, worker_id: &str) {
+        self.info.reset();
+        self.info
+            .with_label_values(&[worker_id, env!("CARGO_PKG_VERSION")])
+            .set(1);
+    }
+
+    /// Records when the lease runs out (None: the worker holds no lease).
+    pub fn set_lease_deadline(&self, deadline: Option<Instant>) {
+        *self
+            .lease_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = deadline;
+    }
+
+    /// Creates a Kafka mirror task's counters at zero: its (flow, site) records, bytes, gaps,
+    /// dead letters, latency, and every error kind and skip reason.
+    pub fn init_mirror(&self, flow: &str, site: &str) {
+        let fs = [flow, site];
+        for c in [
+            &self.mirror_records,
+            &self.mirror_bytes,
+            &self.mirror_gaps,
+            &self.mirror_gap_records,
+            &self.mirror_dead_letters,
+        ] {
+            c.with_label_values(&fs);
+        }
+        self.mirror_latency.with_label_values(&fs);
+        for kind in MIRROR_ERROR_KINDS {
+            self.mirror_errors.with_label_values(&[flow, site, kind]);
+        }
+        for reason in MIRROR_SKIP_REASONS {
+            self.mirror_skipped.with_label_values(&[flow, site, reason]);
+        }
+    }
+
+    /// Removes a mirrored partition's lag gauge (its task stopped here; the next owner
+    /// exports it).
+    pub fn forget_partition(&self, flow: &str, site: &str, topic: &str, partition: i32) {
+        let _ = self
+            .mirror_lag
+            .remove_label_values(&[flow, site, topic, &partition.to_string()]);
+    }
+
+    /// Creates an objects task's counters at zero: every copy reason and failed op of its
+    /// (flow, site), bytes, skipped, deleted, verify mismatches and cycles. Its backlog gauges
+    /// appear after its first cycle has listed the source: before that the backlog is unknown.
+    pub fn init_objects(&self, flow: &str, site: &str) {
+        let fs = [flow, site];
+        for c in [
+            &self.objects_copied_bytes,
+            &self.objects_skipped,
+            &self.objects_deleted,
+            &self.objects_verify_mismatches,
+            &self.objects_cycles,
+        ] {
+            c.with_label_values(&fs);
+        }
+        for reason in OBJECTS_COPY_REASONS {
+            self.objects_copied.with_label_values(&[flow, site, reason]);
+        }
+        for op in OBJECTS_OPS {
+            self.objects_failures.with_label_values(&[flow, site, op]);
+        }
+    }
+
+    /// Removes a shard's backlog gauges (its task stopped here; the next owner exports them).
+    pub fn forget_objects_shard(&self, flow: &str, site: &str, shard: u32) {
+        let shard = shard.to_string();
+        let l = [flow, site, shard.as_str()];
+        for g in [
+            &self.objects_pending,
+            &self.objects_pending_bytes,
+            &self.objects_oldest_pending_age,
+        ] {
+            let _ = g.remove_label_values(&l);
+        }
+    }
+
     pub fn render(&self) -> String {
+        let deadline = *self
+            .lease_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.lease_remaining.set(
+            deadline
+                .map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64())
+                .unwrap_or(0.0),
+        );
         prometheus::TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# encode error: {e}\n"))
@@ -239,4 +369,87 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_name_is_registered_once() {
+        let m = WorkerMetrics::new();
+        let distinct: std::collections::BTreeSet<&str> = NAMES.iter().copied().collect();
+        assert_eq!(distinct.len(), NAMES.len(), "a name is listed twice");
+        for name in NAMES {
+            // Registering a name again fails only if it is registered already.
+            let probe = IntGauge::new(*name, "probe").expect("valid metric");
+            assert!(
+                m.registry.register(Box::new(probe)).is_err(),
+                "{name} is in NAMES but not registered"
+            );
+        }
+    }
+
+    #[test]
+    fn a_task_exports_its_counters_at_zero_and_forgets_its_gauges() {
+        let m = WorkerMetrics::new();
+        m.init_mirror("clicks", "site-b");
+        m.init_objects("dumps", "site-b");
+        let text = m.render();
+        for line in [
+            "lockstep_mirror_gaps_total{flow=\"clicks\",site=\"site-b\"} 0",
+            "lockstep_mirror_errors_total{flow=\"clicks\",kind=\"delivery\",site=\"site-b\"} 0",
+            "lockstep_mirror_skipped_records_total{flow=\"clicks\",reason=\"loop\",site=\"site-b\"} 0",
+            "lockstep_mirror_replication_latency_seconds_count{flow=\"clicks\",site=\"site-b\"} 0",
+            "lockstep_objects_failures_total{flow=\"dumps\",op=\"list\",site=\"site-b\"} 0",
+            "lockstep_objects_copied_objects_total{flow=\"dumps\",reason=\"target_missing\",site=\"site-b\"} 0",
+            "lockstep_objects_cycles_total{flow=\"dumps\",site=\"site-b\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // The backlog is unknown until a cycle has listed: no gauge yet.
+        assert!(!text.contains("lockstep_objects_pending_objects{"));
+
+        m.mirror_lag
+            .with_label_values(&["clicks", "site-b", "clicks", "3"])
+            .set(7);
+        m.objects_pending
+            .with_label_values(&["dumps", "site-b", "1"])
+            .set(2);
+        m.objects_oldest_pending_age
+            .with_label_values(&["dumps", "site-b", "1"])
+            .set(60);
+        m.forget_partition("clicks", "site-b", "clicks", 3);
+        m.forget_objects_shard("dumps", "site-b", 1);
+        let text = m.render();
+        assert!(!text.contains("lockstep_mirror_lag_records{"), "{text}");
+        assert!(
+            !text.contains("lockstep_objects_pending_objects{"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("lockstep_objects_oldest_pending_age_seconds{"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn lease_remaining_counts_down_at_scrape_time() {
+        let m = WorkerMetrics::new();
+        m.set_worker("w1");
+        assert!(m
+            .render()
+            .contains("lockstep_worker_lease_remaining_seconds 0\n"));
+        m.set_lease_deadline(Some(Instant::now() + Duration::from_secs(30)));
+        m.render();
+        let left = m.lease_remaining.get();
+        assert!(left > 0.0 && left <= 30.0, "{left}");
+        m.set_lease_deadline(Some(Instant::now() - Duration::from_secs(1)));
+        m.render();
+        assert_eq!(m.lease_remaining.get(), 0.0);
+        let text = m.render();
+        assert!(text.contains("lockstep_worker_info{version=\""), "{text}");
+        assert!(text.contains("worker_id=\"w1\"} 1"), "{text}");
+    }
 }

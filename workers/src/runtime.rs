@@ -77,11 +77,18 @@ impl Worker {
         factories: Vec<Arc<dyn TaskFactory>>,
         metrics: WorkerMetrics,
     ) -> Self {
+        metrics.set_worker(&opts.worker_id);
         Worker {
             opts,
             factories: factories.into_iter().map(|f| (f.kind(), f)).collect(),
             metrics,
         }
+    }
+
+    /// Moves the lease deadline: for the tasks' lease guards and for the lease gauge.
+    fn renew(&self, lease_tx: &watch::Sender<Instant>, deadline: Instant) {
+        let _ = lease_tx.send(deadline);
+        self.metrics.set_lease_deadline(Some(deadline));
     }
 
     /// Kinds advertised to the coordinator: the options' list, or every kind this build has.
@@ -140,7 +147,7 @@ impl Worker {
                             heartbeat: Duration::from_millis(r.heartbeat_interval_ms.max(10)),
                             safety: Duration::from_millis(r.lease_safety_margin_ms),
                         };
-                        let _ = lease_tx.send(sent + lease.ttl.saturating_sub(lease.safety));
+                        self.renew(&lease_tx, sent + lease.ttl.saturating_sub(lease.safety));
                         tracing::info!(worker = %self.opts.worker_id, generation = r.generation, coordinator = %r.coordinator_id, tasks = r.assigned.len(), "joined");
                         self.metrics.joins.inc();
                         let stopped = self
@@ -201,7 +208,7 @@ impl Worker {
                         let r = resp.into_inner();
                         self.metrics.heartbeats.with_label_values(&["ok"]).inc();
                         generation = r.generation;
-                        let _ = lease_tx.send(sent + lease.ttl.saturating_sub(lease.safety));
+                        self.renew(&lease_tx, sent + lease.ttl.saturating_sub(lease.safety));
                         let stopped = self
                             .reconcile(
                                 &mut running,
@@ -224,7 +231,7 @@ impl Worker {
                             .inc();
                         tracing::warn!(worker = %self.opts.worker_id, error = %status.message(), "heartbeat refused: stopping every task and joining again");
                         self.stop_tasks(&mut running, None).await;
-                        let _ = lease_tx.send(Instant::now());
+                        self.renew(&lease_tx, Instant::now());
                         continue 'session;
                     }
                     Ok(Err(status)) => {
@@ -250,6 +257,7 @@ impl Worker {
                 tracing::error!(worker = %self.opts.worker_id, task = %id, "task did not stop in time");
             }
         }
+        self.metrics.set_lease_deadline(None);
         if let Some((generation, _)) = session {
             let req = pb::LeaveRequest {
                 worker_id: self.opts.worker_id.clone(),

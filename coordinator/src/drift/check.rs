@@ -40,6 +40,7 @@ impl DriftEngine {
         let mut clients = BTreeMap::new();
         let mut site_kafka = BTreeMap::new();
         for site in &config.sites {
+            metrics.init_druid_site(&site.name, DruidError::KINDS);
             clients.insert(
                 site.name.clone(),
                 DruidClient::new(&site.name, &site.druid, metrics.clone())?,

@@ -35,6 +35,11 @@ pub async fn run(
         tracing::info!("no flow names a datasource: drift polling is off");
         return;
     }
+    // Until the first check ends, every datasource's verdict is `unknown`.
+    let verdicts: Vec<&str> = super::Verdict::ALL.iter().map(|v| v.as_str()).collect();
+    for t in &targets {
+        metrics.init_drift_datasource(&t.datasource, &verdicts);
+    }
     let engine = match DriftEngine::new(&config, metrics.clone()) {
         Ok(e) => e,
         Err(e) => {

@@ -104,6 +104,14 @@ impl DruidClient {
             .druid_request_seconds
             .with_label_values(&[&self.site, endpoint])
             .observe(started.elapsed().as_secs_f64());
+        let answered = match &result {
+            Ok(_) => true,
+            Err(e) => e.druid_answered(),
+        };
+        self.metrics
+            .druid_up
+            .with_label_values(&[&self.site])
+            .set(i64::from(answered));
         if let Err(e) = &result {
             self.metrics
                 .druid_errors

@@ -59,6 +59,8 @@ impl MirrorTask {
 #[async_trait::async_trait]
 impl Task for MirrorTask {
     async fn run(self: Box<Self>, ctx: TaskContext) -> Result<(), TaskError> {
+        self.metrics
+            .init_mirror(&self.spec.flow_name, &self.spec.site_name);
         let handle = tokio::runtime::Handle::current();
         // Set once the loop may produce. Before that, a stop need not wait for start-up's
         // blocking broker calls (up to their timeouts): the loop checks cancellation before
@@ -695,11 +697,25 @@ impl Mirror {
                 let finished = self.finish();
                 self.report(ctx);
                 if let (Ok(()), Err(e)) = (&result, finished) {
+                    self.forget_lag();
                     return Err(e);
                 }
             }
         }
+        self.forget_lag();
         result
+    }
+
+    /// The task stops here: its partitions' lag is no longer this worker's to report.
+    fn forget_lag(&self) {
+        for part in &self.parts {
+            self.metrics.forget_partition(
+                &self.labels[0],
+                &self.labels[1],
+                &part.topic,
+                part.partition,
+            );
+        }
     }
 
     fn count_error(&self, kind: &str) {

@@ -182,6 +182,7 @@ impl Syncer {
         let source = store::operator(&spec.source)?;
         let target = store::operator(&spec.target)?;
         let user_metadata = target.info().capability().write_with_user_metadata;
+        metrics.init_objects(&spec.flow_name, &spec.site_name);
         Ok(Syncer {
             src_prefix: store::dir_prefix(&spec.flow.prefix),
             dst_prefix: store::dir_prefix(&spec.flow.target_prefix),
@@ -731,7 +732,16 @@ impl Task for SyncTask {
     async fn run(self: Box<Self>, ctx: TaskContext) -> Result<(), TaskError> {
         use tracing::Instrument;
         let span = tracing::info_span!("objects", flow = %self.spec.flow_name, site = %self.spec.site_name, shard = self.spec.shard, task = %self.spec.task_id);
-        self.run_cycles(ctx).instrument(span).await
+        let (metrics, flow, site, shard) = (
+            self.metrics.clone(),
+            self.spec.flow_name.clone(),
+            self.spec.site_name.clone(),
+            self.spec.shard,
+        );
+        let result = self.run_cycles(ctx).instrument(span).await;
+        // The shard's backlog is no longer this worker's to report.
+        metrics.forget_objects_shard(&flow, &site, shard);
+        result
     }
 }
 

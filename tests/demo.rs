@@ -1,0 +1,353 @@
+//! `lockstep demo` end to end, as the built binary: the endpoints file appears with reachable
+//! addresses, replication reaches both sites (Kafka mirror, Druid ingestion, object copies),
+//! drift is shown in_sync, then the injected fault is detected naming site-b, metrics are
+//! populated, and the demo exits 0 at --duration; a SIGTERM mid-run also exits 0 cleanly.
+
+mod common;
+
+use common::{http_get, wait_for, BIN};
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running demo: its stdout lines as they come, killed on drop if still running.
+struct Demo {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+    endpoints: std::path::PathBuf,
+    stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    fn start(duration: &str) -> Demo {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let endpoints = dir.path().join("endpoints.json");
+        let stderr = dir.path().join("stderr.log");
+        let mut child = Command::new(BIN)
+            .args([
+                "demo",
+                "--duration",
+                duration,
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--endpoints-file")
+            .arg(&endpoints)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start lockstep demo");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                match line {
+                    Ok(l) => sink.lock().expect("lines").push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+        Demo {
+            child: Some(child),
+            lines,
+            endpoints,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    fn output(&self) -> String {
+        let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        format!(
+            "stdout:\n{}\nstderr:\n{stderr}",
+            self.lines.lock().expect("lines").join("\n")
+        )
+    }
+
+    fn has_line(&self, f: impl Fn(&str) -> bool) -> bool {
+        self.lines.lock().expect("lines").iter().any(|l| f(l))
+    }
+
+    fn position(&self, f: impl Fn(&str) -> bool) -> Option<usize> {
+        self.lines.lock().expect("lines").iter().position(|l| f(l))
+    }
+
+    /// Waits for a stdout line, failing with the output so far.
+    fn wait_line(&self, within: Duration, what: &str, f: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + within;
+        while !self.has_line(&f) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {within:?}\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The endpoints file, once written.
+    fn endpoints(&self) -> serde_json::Value {
+        wait_for(Duration::from_secs(60), "the endpoints file", || {
+            self.endpoints.exists()
+        });
+        let text = std::fs::read_to_string(&self.endpoints).expect("read endpoints");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("endpoints JSON: {e}: {text}"))
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (bounded) and returns its code.
+    fn wait_exit(&mut self, within: Duration) -> i32 {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the demo did not exit within {within:?}\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn str_of<'a>(v: &'a serde_json::Value, what: &str) -> &'a str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {v}"))
+}
+
+/// `drift: clicks in_sync | site-a 20000 rows, 0 behind | ...`: the rows of every site.
+fn rows_in_drift_line(line: &str) -> Vec<i64> {
+    line.split(" | ")
+        .skip(1)
+        .filter_map(|part| {
+            let mut words = part.split_whitespace();
+            let _site = words.next()?;
+            let n = words.next()?.parse().ok()?;
+            (words.next()? == "rows,").then_some(n)
+        })
+        .collect()
+}
+
+/// `replication: ... | site-a mirrored 20600, Druid 20600 rows | ...`: records mirrored into
+/// `site`.
+fn mirrored_in(line: &str, site: &str) -> Option<u64> {
+    let part = line
+        .split(" | ")
+        .find(|p| p.starts_with(&format!("{site} mirrored ")))?;
+    part.trim_start_matches(&format!("{site} mirrored "))
+        .split(',')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
+    let mut demo = Demo::start("45s");
+    let ep = demo.endpoints();
+
+    // The contract's keys, every address reachable while the demo runs.
+    let http = str_of(&ep["coordinator_http"], "coordinator_http").to_string();
+    let grpc = str_of(&ep["coordinator_grpc"], "coordinator_grpc").to_string();
+    assert_eq!(ep["fault"]["site"], "site-b", "{ep}");
+    assert_eq!(ep["fault"]["datasource"], "clicks", "{ep}");
+    let (code, _) = http_get(&http, "/healthz").expect("coordinator HTTP");
+    assert_eq!(code, 200);
+    std::net::TcpStream::connect(&grpc).expect("coordinator gRPC port");
+    let workers: Vec<String> = ep["worker_metrics"]
+        .as_array()
+        .unwrap_or_else(|| panic!("worker_metrics: {ep}"))
+        .iter()
+        .map(|w| str_of(w, "worker_metrics[]").to_string())
+        .collect();
+    assert_eq!(workers.len(), 2, "{ep}");
+    assert_ne!(workers[0], workers[1]);
+    for w in &workers {
+        let (code, body) = http_get(w, "/metrics").expect("worker metrics");
+        assert_eq!(code, 200);
+        assert!(body.contains("lockstep_worker_tasks_running"), "{body}");
+    }
+    let druid: Vec<String> = ["site-a", "site-b"]
+        .iter()
+        .map(|s| str_of(&ep["druid"][*s], "druid site").to_string())
+        .collect();
+    for d in &druid {
+        let (code, body) = http_get(d, "/status").expect("Druid emulator");
+        assert_eq!(code, 200, "{body}");
+    }
+
+    // In sync first (with data at both sites), then the fault, then its detection.
+    demo.wait_line(Duration::from_secs(60), "fault detected line", |l| {
+        l.starts_with("fault detected:")
+    });
+    let in_sync = demo
+        .position(|l| {
+            l.starts_with("drift: clicks in_sync")
+                && rows_in_drift_line(l).len() == 2
+                && rows_in_drift_line(l).iter().all(|r| *r > 0)
+        })
+        .unwrap_or_else(|| panic!("no in_sync line with data\n{}", demo.output()));
+    let injected = demo
+        .position(|l| l.starts_with("fault injected:"))
+        .unwrap_or_else(|| panic!("no fault injected line\n{}", demo.output()));
+    let detected = demo
+        .position(|l| l.starts_with("fault detected: clicks diverged") && l.contains("site-b"))
+        .unwrap_or_else(|| panic!("the detection does not name site-b\n{}", demo.output()));
+    assert!(
+        in_sync < injected && injected < detected,
+        "order: in_sync {in_sync}, injected {injected}, detected {detected}\n{}",
+        demo.output()
+    );
+
+    // The coordinator's API and metrics agree; Druid at both sites ingested the mirrored
+    // topic; the workers mirrored into both sites and copied files.
+    let (code, body) = http_get(&http, "/api/v1/drift").expect("drift API");
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("drift JSON");
+    let ds = &report["datasources"][0];
+    assert_eq!(ds["datasource"], "clicks", "{report}");
+    assert_eq!(ds["verdict"], "diverged", "{report}");
+    assert!(
+        ds["divergent_buckets"][0]["sites"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s == "site-b")),
+        "{report}"
+    );
+    let rows = |site: &str| {
+        ds["sites"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["site"] == site))
+            .and_then(|s| s["rows"].as_i64())
+            .unwrap_or_else(|| panic!("no rows for {site}: {report}"))
+    };
+    assert!(rows("site-a") >= 20_000, "{report}");
+    assert!(
+        rows("site-b") > 0 && rows("site-b") < rows("site-a"),
+        "{report}"
+    );
+    let (_, metrics) = http_get(&http, "/metrics").expect("coordinator metrics");
+    for needle in [
+        "lockstep_drift_verdict{datasource=\"clicks\",verdict=\"diverged\"} 1",
+        "lockstep_druid_request_duration_seconds_count{endpoint=",
+        "lockstep_coordinator_",
+    ] {
+        assert!(metrics.contains(needle), "no {needle} in:\n{metrics}");
+    }
+    for site in ["site-a", "site-b"] {
+        let status = http_get(
+            &druid[if site == "site-a" { 0 } else { 1 }],
+            "/druid/indexer/v1/supervisor/clicks/status",
+        )
+        .expect("supervisor status")
+        .1;
+        let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+        let ingested: i64 = status["payload"]["latestOffsets"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_i64()).sum())
+            .unwrap_or(0);
+        assert!(
+            ingested >= 20_000,
+            "{site}'s topic holds {ingested} records: {status}"
+        );
+    }
+    let worker_metrics: String = workers
+        .iter()
+        .map(|w| http_get(w, "/metrics").expect("worker metrics").1)
+        .collect();
+    for needle in [
+        "lockstep_mirror_records_total{flow=\"clicks\",site=\"site-a\"}",
+        "lockstep_mirror_records_total{flow=\"clicks\",site=\"site-b\"}",
+        "lockstep_objects_copied_objects_total{flow=\"dumps\",reason=\"new\",site=\"site-a\"}",
+        "lockstep_objects_copied_objects_total{flow=\"dumps\",reason=\"new\",site=\"site-b\"}",
+    ] {
+        assert!(
+            worker_metrics.contains(needle),
+            "no {needle} in:\n{worker_metrics}"
+        );
+    }
+
+    // Runs to --duration, then stops cleanly.
+    let code = demo.wait_exit(Duration::from_secs(90));
+    assert_eq!(code, 0, "exit code\n{}", demo.output());
+    let lines = demo.lines.lock().expect("lines").clone();
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("demo finished"),
+        "{}",
+        demo.output()
+    );
+    let last_progress = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("replication:"))
+        .unwrap_or_else(|| panic!("no replication line\n{}", demo.output()));
+    for site in ["site-a", "site-b"] {
+        let n = mirrored_in(last_progress, site)
+            .unwrap_or_else(|| panic!("no {site} in {last_progress}"));
+        assert!(n >= 20_000, "{site} mirrored {n}: {last_progress}");
+    }
+    assert!(
+        std::net::TcpStream::connect(&http).is_err(),
+        "the coordinator still listens after the demo ended"
+    );
+}
+
+#[test]
+fn demo_stops_cleanly_on_sigterm() {
+    let mut demo = Demo::start("5m");
+    let ep = demo.endpoints();
+    let http = str_of(&ep["coordinator_http"], "coordinator_http").to_string();
+    // Mid-run: the first drift poll is out and the load is running.
+    demo.wait_line(Duration::from_secs(60), "a drift line", |l| {
+        l.starts_with("drift: clicks ")
+    });
+    demo.signal("TERM");
+    let code = demo.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 0, "exit code after SIGTERM\n{}", demo.output());
+    assert!(
+        demo.has_line(|l| l == "signal received: stopping"),
+        "{}",
+        demo.output()
+    );
+    assert!(demo.has_line(|l| l == "demo finished"), "{}", demo.output());
+    assert!(
+        std::net::TcpStream::connect(&http).is_err(),
+        "the coordinator still listens after the demo ended"
+    );
+}
+
+#[test]
+fn line_parsers() {
+    let l = "drift: clicks in_sync | site-a 20407 rows, 0 behind | site-b 20407 rows, 0 behind | every site holds the same rows  [10.8s]";
+    assert_eq!(rows_in_drift_line(l), vec![20407, 20407]);
+    let r = "replication: source 20600 records | site-a mirrored 20600, Druid 20600 rows | site-b mirrored 20590, Druid 16509 rows | dumps landed 2, site-a 2, site-b 2  [13.6s]";
+    assert_eq!(mirrored_in(r, "site-a"), Some(20600));
+    assert_eq!(mirrored_in(r, "site-b"), Some(20590));
+}
