@@ -1,7 +1,9 @@
 //! The coordinator's HTTP side (axum): `/healthz` (the process runs), `/readyz` (state is
 //! loaded and gRPC is serving), `/metrics` (Prometheus text), `/api/v1/status` (JSON) and
 //! `/api/v1/drift` (the drift poller's latest report; 503 until the first check ends).
-//! `/api/...` is guarded by the admin token ([`crate::auth::http_guard`]).
+//! `/api/...` is guarded by the admin token ([`crate::auth::http_guard`]). On a standby,
+//! everything but the probes and `/metrics` answers 307 to the leader
+//! ([`crate::leadership::standby_redirect`]).
 
 use crate::server::Shared;
 use axum::extract::State;
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let auth = shared.auth.clone();
+    let standby = shared.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -28,6 +31,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::http_guard,
+        ))
+        // Outermost: a standby redirects before anything else runs (crate::leadership).
+        .layer(axum::middleware::from_fn_with_state(
+            standby,
+            crate::leadership::standby_redirect,
         ))
 }
 
@@ -44,7 +52,7 @@ pub async fn serve(
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n").into_response()
+        crate::leadership::readiness(&shared).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
     }

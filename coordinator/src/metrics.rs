@@ -34,6 +34,11 @@ pub struct Metrics {
     pub worker_calls_rejected: IntCounterVec,
     pub tls_handshake_failures: IntCounter,
     pub tls_reloads: IntCounterVec,
+    pub leader: IntGauge,
+    pub election_epoch: IntGauge,
+    pub election_transitions: IntCounterVec,
+    pub lease_writes: IntCounterVec,
+    pub redirects: IntCounterVec,
 }
 
 /// Names as exported, for the catalog test.
@@ -62,6 +67,11 @@ pub const NAMES: &[&str] = &[
     "lockstep_coordinator_worker_calls_rejected_total",
     "lockstep_coordinator_tls_handshake_failures_total",
     "lockstep_coordinator_tls_reloads_total",
+    "lockstep_coordinator_leader",
+    "lockstep_coordinator_election_epoch",
+    "lockstep_coordinator_election_transitions_total",
+    "lockstep_coordinator_election_lease_writes_total",
+    "lockstep_coordinator_redirects_total",
 ];
 
 impl Metrics {
@@ -93,6 +103,11 @@ impl Metrics {
             Box::new(m.worker_calls_rejected.clone()),
             Box::new(m.tls_handshake_failures.clone()),
             Box::new(m.tls_reloads.clone()),
+            Box::new(m.leader.clone()),
+            Box::new(m.election_epoch.clone()),
+            Box::new(m.election_transitions.clone()),
+            Box::new(m.lease_writes.clone()),
+            Box::new(m.redirects.clone()),
         ];
         for c in collectors {
             // Names are constants and distinct, so registration cannot collide.
@@ -100,6 +115,7 @@ impl Metrics {
                 tracing::error!(error = %e, "metric registration failed");
             }
         }
+        m.init_labels();
         m
     }
 
@@ -211,7 +227,64 @@ impl Metrics {
                 "Reloads of the TLS certificate, key and client CA files by result: ok or error.",
                 &["result"],
             ),
+            leader: gauge(
+                NAMES[24],
+                "1 while this coordinator is the active one of its region (leader), 0 as a standby.",
+            ),
+            election_epoch: gauge(
+                NAMES[25],
+                "Epoch of the leader lease as this coordinator last saw it (+1 at every change of leader).",
+            ),
+            election_transitions: counter_vec(
+                NAMES[26],
+                "Times this coordinator became leader or standby, by role.",
+                &["role"],
+            ),
+            lease_writes: counter_vec(
+                NAMES[27],
+                "Writes of the leader lease by op (acquire, renew, release) and result (ok, conflict, error).",
+                &["op", "result"],
+            ),
+            redirects: counter_vec(
+                NAMES[28],
+                "Calls a standby answered by naming the leader, by api: grpc (UNAVAILABLE + lockstep-leader) or http (307).",
+                &["api"],
+            ),
         }
+    }
+
+    /// Zero label combinations that are known up front, so that every series exists from
+    /// the first scrape (rate() and alerts need no special case for "never happened").
+    fn init_labels(&self) {
+        for role in ["leader", "standby"] {
+            self.election_transitions.with_label_values(&[role]);
+        }
+        for op in ["acquire", "renew", "release"] {
+            for result in ["ok", "conflict", "error"] {
+                self.lease_writes.with_label_values(&[op, result]);
+            }
+        }
+        for api in ["grpc", "http"] {
+            self.redirects.with_label_values(&[api]);
+        }
+        for result in ["ok", "error", "fenced"] {
+            self.state_writes.with_label_values(&[result]);
+        }
+    }
+
+    /// On stepping down: the control-plane and drift gauges describe what the leader sees,
+    /// and a standby sees nothing; they go to zero (or away) rather than freeze.
+    pub fn clear_leader_gauges(&self) {
+        self.leader.set(0);
+        self.workers.set(0);
+        self.generation.set(0);
+        for phase in ["assigned", "revoking", "unassigned", "paused"] {
+            self.tasks.with_label_values(&[phase]).set(0);
+        }
+        self.drift_verdict.reset();
+        self.drift_rows_difference.reset();
+        self.drift_records_behind.reset();
+        self.drift_freshness_seconds.reset();
     }
 
     /// Prometheus text exposition.
