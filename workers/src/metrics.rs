@@ -32,6 +32,7 @@ pub struct WorkerMetrics {
     pub objects_failures: IntCounterVec,
     pub objects_verify_mismatches: IntCounterVec,
     pub objects_cycles: IntCounterVec,
+    pub coordinator_redirects: IntCounter,
 }
 
 /// Names as exported, for the catalog test.
@@ -60,6 +61,7 @@ pub const NAMES: &[&str] = &[
     "lockstep_objects_failures_total",
     "lockstep_objects_verify_mismatches_total",
     "lockstep_objects_cycles_total",
+    "lockstep_worker_coordinator_redirects_total",
 ];
 
 const FS: &[&str] = &["flow", "site"];
@@ -168,6 +170,11 @@ impl WorkerMetrics {
                 FS,
             ),
             objects_cycles: cv(NAMES[23], "Completed sync cycles.", FS),
+            coordinator_redirects: IntCounter::new(
+                NAMES[24],
+                "Times a standby coordinator named the active one and the worker followed it.",
+            )
+            .expect("valid metric"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.tasks_running.clone()),
@@ -194,6 +201,7 @@ impl WorkerMetrics {
             Box::new(m.objects_failures.clone()),
             Box::new(m.objects_verify_mismatches.clone()),
             Box::new(m.objects_cycles.clone()),
+            Box::new(m.coordinator_redirects.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {
