@@ -221,7 +221,11 @@ impl AdminConn {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut last: Option<anyhow::Error> = None;
-        for first in coordinator.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        for first in coordinator
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
             let mut addr = first.to_string();
             // A standby names the leader; a few hops at most (an election may be under way).
             for _ in 0..4 {
