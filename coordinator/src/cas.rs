@@ -57,7 +57,7 @@ pub enum CasError {
         what: String,
         name: String,
         #[source]
-        source: opendal::Error,
+        source: Box<opendal::Error>,
     },
     #[error("{what}: {name}: {source}")]
     Io {
@@ -114,7 +114,7 @@ impl CasStore {
                 let op = operator(config).map_err(|source| CasError::Store {
                     what: what.clone(),
                     name: String::new(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 let cap = op.info().capability();
                 let missing = [
@@ -319,7 +319,7 @@ impl CasStore {
         CasError::Store {
             what: self.what.clone(),
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 }

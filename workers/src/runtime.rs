@@ -146,7 +146,7 @@ impl Worker {
 
     /// After a call that got no answer: the next configured address (or the same one again).
     fn fail_over(&self, route: &mut Route, client: &mut WorkerServiceClient<Channel>) {
-        if route.next() {
+        if route.advance() {
             tracing::info!(worker = %self.opts.worker_id, coordinator = %route.current(), "trying the next coordinator address");
             self.reconnect(route, client);
         }
@@ -213,7 +213,7 @@ impl Worker {
                         // A new connection (the next address, if there are several), with
                         // the TLS files read again (they may have been rotated); a file that
                         // no longer loads keeps the old one.
-                        route.next();
+                        route.advance();
                         self.reconnect(&route, &mut client);
                         tokio::select! {
                             _ = shutdown.cancelled() => break 'session,
@@ -531,7 +531,7 @@ impl Route {
 
     /// Leaves a followed address for the configured ones, or moves to the next configured
     /// address; false when that is the address already in use (one configured, none followed).
-    pub fn next(&mut self) -> bool {
+    pub fn advance(&mut self) -> bool {
         if self.followed.take().is_some() {
             return true;
         }
@@ -609,15 +609,15 @@ mod tests {
         assert!(r.follow("http://leader:7400".into()));
         assert!(!r.follow("http://leader:7400".into()), "already there");
         assert_eq!(r.current(), "http://leader:7400");
-        assert!(r.next(), "back to the configured address in use");
+        assert!(r.advance(), "back to the configured address in use");
         assert_eq!(r.current(), "http://a:7400");
-        assert!(r.next());
+        assert!(r.advance());
         assert_eq!(r.current(), "http://b:7400");
-        assert!(r.next());
+        assert!(r.advance());
         assert_eq!(r.current(), "http://a:7400");
 
         let mut one = Route::new("http://a:7400").expect("route");
-        assert!(!one.next(), "one address: nowhere else to go");
+        assert!(!one.advance(), "one address: nowhere else to go");
         assert!(Route::new(" , ").is_err());
     }
 }
