@@ -93,7 +93,10 @@ fn kubernetes_manifests_hang_together() {
         "ServiceMonitor/lockstep-worker",
         "PodDisruptionBudget/lockstep-coordinator",
     ] {
-        assert!(kinds.iter().any(|k| k == expected), "{expected} missing: {kinds:?}");
+        assert!(
+            kinds.iter().any(|k| k == expected),
+            "{expected} missing: {kinds:?}"
+        );
     }
     let find = |k: &str| {
         docs.iter()
@@ -129,7 +132,10 @@ fn kubernetes_manifests_hang_together() {
             assert_eq!(c["image"], "lockstep:latest", "{name}");
             for probe in ["readinessProbe", "livenessProbe"] {
                 if let Some(port) = c[probe]["httpGet"]["port"].as_str() {
-                    assert!(ports.contains(port), "{name}: {probe} port {port} not declared");
+                    assert!(
+                        ports.contains(port),
+                        "{name}: {probe} port {port} not declared"
+                    );
                 }
             }
         }
@@ -157,7 +163,10 @@ fn kubernetes_manifests_hang_together() {
         let ports = container_ports(targets[0]);
         for p in s["spec"]["ports"].as_array().expect("ports") {
             let target = p["targetPort"].as_str().expect("named targetPort");
-            assert!(ports.contains(target), "{name}: targetPort {target} not declared");
+            assert!(
+                ports.contains(target),
+                "{name}: targetPort {target} not declared"
+            );
         }
     }
 
@@ -166,7 +175,12 @@ fn kubernetes_manifests_hang_together() {
         let name = kind_name(m);
         let matched: Vec<&&Value> = services
             .iter()
-            .filter(|s| selects(&m["spec"]["selector"]["matchLabels"], &s["metadata"]["labels"]))
+            .filter(|s| {
+                selects(
+                    &m["spec"]["selector"]["matchLabels"],
+                    &s["metadata"]["labels"],
+                )
+            })
             .collect();
         assert!(!matched.is_empty(), "{name} selects no Service");
         for e in m["spec"]["endpoints"].as_array().expect("endpoints") {
@@ -201,7 +215,10 @@ fn kubernetes_manifests_hang_together() {
         .filter_map(|e| e["name"].as_str().map(str::to_string))
         .collect();
     let secret = find("Secret/lockstep-secrets");
-    assert_eq!(container["envFrom"][0]["secretRef"]["name"], "lockstep-secrets");
+    assert_eq!(
+        container["envFrom"][0]["secretRef"]["name"],
+        "lockstep-secrets"
+    );
     provided.extend(
         secret["stringData"]
             .as_object()
@@ -215,7 +232,10 @@ fn kubernetes_manifests_hang_together() {
         "the advertised address is the pod's"
     );
     for name in &referenced {
-        assert!(provided.contains(name), "${{{name}}} is not provided to the coordinator");
+        assert!(
+            provided.contains(name),
+            "${{{name}}} is not provided to the coordinator"
+        );
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("lockstep.toml");
@@ -234,7 +254,9 @@ fn kubernetes_manifests_hang_together() {
         "the ConfigMap's config: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let mounted = container["volumeMounts"][0]["mountPath"].as_str().expect("mount");
+    let mounted = container["volumeMounts"][0]["mountPath"]
+        .as_str()
+        .expect("mount");
     assert!(container["args"]
         .as_array()
         .expect("args")
@@ -305,5 +327,8 @@ fn dockerfile_builds_the_binary_the_deployments_run() {
     // The rust image must be new enough for the workspace's rust-version.
     let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml");
     assert!(manifest.contains("rust-version = \"1.85\""));
-    assert!(text.contains("FROM rust:1-bookworm"), "tracks stable Rust 1.x");
+    assert!(
+        text.contains("FROM rust:1-bookworm"),
+        "tracks stable Rust 1.x"
+    );
 }

@@ -80,7 +80,15 @@ pub async fn first_round(
             epoch,
             valid_until,
             reason,
-        } => promote(shared, elector, epoch, valid_until, reason, shutdown).await,
+        } => match promote(shared, elector, epoch, valid_until, reason, shutdown).await {
+            Ok(active) => Ok(active),
+            Err(e) => {
+                // Let a standby have it at once rather than after the TTL.
+                elector.release().await;
+                record(shared, elector);
+                Err(e)
+            }
+        },
         Poll::Standby { leader } => {
             become_standby(shared, leader);
             Ok(None)
@@ -88,12 +96,14 @@ pub async fn first_round(
     }
 }
 
-/// Runs until `shutdown`; hands back the elector so that the caller can write the last state
-/// and release the lease after the servers have stopped.
+/// Runs until `stop`; hands back the elector so that the caller can write the last state and
+/// release the lease. `stop` fires after the servers have drained, so the lease is renewed
+/// while they finish their last calls; the drift poller stops with `shutdown`.
 pub async fn run(
     shared: Arc<Shared>,
     mut elector: Elector,
     mut active: Option<Active>,
+    stop: CancellationToken,
     shutdown: CancellationToken,
 ) -> Elector {
     let cfg = elector.config();
@@ -107,7 +117,7 @@ pub async fn run(
             poll_every
         };
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
             _ = shared.leadership.lost.notified(), if leading => {
                 // A handler's state write was fenced. (A stale wake-up while still validly
                 // leading is ignored.)

@@ -267,16 +267,21 @@ pub async fn start(
     ));
     let http_task = tokio::spawn(http::serve(http_listener, shared.clone(), shutdown.clone()));
     let tick_task = tokio::spawn(tick_loop(shared.clone(), timing, shutdown.clone()));
+    let election_stop = CancellationToken::new();
     let election_task = tokio::spawn(crate::leadership::run(
         shared.clone(),
         elector,
         active,
+        election_stop.clone(),
         shutdown.clone(),
     ));
     shared.ready.store(true, Ordering::SeqCst);
 
     let done = async move {
-        let (g, h, t, e) = tokio::join!(grpc_task, http_task, tick_task, election_task);
+        let (g, h, t) = tokio::join!(grpc_task, http_task, tick_task);
+        // The servers have drained; only now stop renewing the lease.
+        election_stop.cancel();
+        let e = election_task.await;
         let joined =
             |what: &'static str, r: Result<Result<(), String>, tokio::task::JoinError>| match r {
                 Ok(Ok(())) => Ok(()),
@@ -286,25 +291,32 @@ pub async fn start(
                     message: e.to_string(),
                 }),
             };
+        // Hand over first, whatever else failed: the last state, then the released lease
+        // (standbys see it at their next read).
+        let written = match e {
+            Ok(mut elector) if shared.leadership.is_leading(Instant::now()) => {
+                let mut control = shared.control.lock().await;
+                control.mark_dirty();
+                let written = shared.commit(&mut control).await;
+                drop(control);
+                elector.release().await;
+                written
+            }
+            Ok(mut elector) => {
+                elector.abandon();
+                Ok(())
+            }
+            Err(e) => {
+                return Err(CoordinatorError::Serve {
+                    what: "election",
+                    message: e.to_string(),
+                })
+            }
+        };
         joined("gRPC", g)?;
         joined("HTTP", h)?;
         joined("tick", t.map(|()| Ok(())))?;
-        let mut elector = e.map_err(|e| CoordinatorError::Serve {
-            what: "election",
-            message: e.to_string(),
-        })?;
-        if shared.leadership.is_leading(Instant::now()) {
-            // Last write: the assignment as it stands, for the next leader. Then hand over
-            // at once: standbys see the released lease at their next read.
-            let mut control = shared.control.lock().await;
-            control.mark_dirty();
-            let written = shared.commit(&mut control).await;
-            drop(control);
-            elector.release().await;
-            written?;
-        } else {
-            elector.abandon();
-        }
+        written?;
         tracing::info!("coordinator stopped");
         Ok(())
     };
