@@ -56,7 +56,8 @@ enum Command {
     },
     /// Show the coordinator's view: workers, tasks, assignment, generation.
     Status {
-        /// Coordinator gRPC address.
+        /// Coordinator gRPC address; several separated by commas are tried in turn. A standby
+        /// names the active coordinator, which is then asked instead.
         #[arg(
             long,
             default_value = "http://127.0.0.1:7400",
@@ -70,7 +71,8 @@ enum Command {
     },
     /// Operator actions on a running coordinator.
     Admin {
-        /// Coordinator gRPC address.
+        /// Coordinator gRPC address; several separated by commas are tried in turn. A standby
+        /// names the active coordinator, which is then asked instead.
         #[arg(
             long,
             default_value = "http://127.0.0.1:7400",
@@ -113,7 +115,8 @@ enum Command {
 
 #[derive(Args)]
 struct WorkerArgs {
-    /// Coordinator gRPC address.
+    /// Coordinator gRPC address, or the addresses of a region's coordinators separated by
+    /// commas (tried in turn). A standby names the active coordinator and the worker follows.
     #[arg(
         long,
         default_value = "http://127.0.0.1:7400",
@@ -189,17 +192,7 @@ struct AdminConn {
 }
 
 impl AdminConn {
-    async fn client(
-        &self,
-        coordinator: &str,
-    ) -> Result<
-        pb::admin_service_client::AdminServiceClient<
-            tonic::service::interceptor::InterceptedService<
-                tonic::transport::Channel,
-                lockstep_workers::BearerToken,
-            >,
-        >,
-    > {
+    async fn client(&self, coordinator: &str) -> Result<AdminClient> {
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(file)) => Some(
@@ -220,7 +213,57 @@ impl AdminConn {
             .with_context(|| format!("cannot reach the coordinator at {coordinator}"))?;
         Ok(pb::admin_service_client::AdminServiceClient::with_interceptor(channel, interceptor))
     }
+
+    /// One admin call on the active coordinator: each configured address in turn (comma-
+    /// separated), following a standby's pointer (`lockstep-leader`) to the leader.
+    async fn call<T, F, Fut>(&self, coordinator: &str, mut f: F) -> Result<T>
+    where
+        F: FnMut(AdminClient) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last: Option<anyhow::Error> = None;
+        for first in coordinator
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            let mut addr = first.to_string();
+            // A standby names the leader; a few hops at most (an election may be under way).
+            for _ in 0..4 {
+                let client = match self.client(&addr).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = Some(e);
+                        break;
+                    }
+                };
+                match f(client).await {
+                    Ok(r) => return Ok(r.into_inner()),
+                    Err(s) => match pb::leader_hint(&s) {
+                        Some(leader) if leader != addr => {
+                            tracing::info!(standby = %addr, leader = %leader, "following the active coordinator");
+                            addr = leader;
+                        }
+                        _ if s.code() == tonic::Code::Unavailable => {
+                            last = Some(refused(s));
+                            break;
+                        }
+                        _ => return Err(refused(s)),
+                    },
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator address given")))
+    }
 }
+
+/// The admin client the CLI uses: a channel with the bearer token added to each call.
+type AdminClient = pb::admin_service_client::AdminServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        lockstep_workers::BearerToken,
+    >,
+>;
 
 #[derive(Args)]
 struct DriftCheckArgs {
@@ -436,12 +479,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             format,
             conn,
         } => {
-            let mut client = conn.client(&coordinator).await?;
-            let status = client
-                .status(pb::StatusRequest {})
-                .await
-                .map_err(refused)?
-                .into_inner();
+            let status = conn
+                .call(&coordinator, |mut c| async move {
+                    c.status(pb::StatusRequest {}).await
+                })
+                .await?;
             print_status(&status, format);
             Ok(ExitCode::SUCCESS)
         }
@@ -450,36 +492,37 @@ async fn run(command: Command) -> Result<ExitCode> {
             conn,
             action,
         } => {
-            let mut client = conn.client(&coordinator).await?;
             match action {
                 AdminAction::PauseFlow { flow } => {
-                    let r = client
-                        .pause_flow(pb::FlowRequest { flow: flow.clone() })
-                        .await
-                        .map_err(refused)?;
-                    println!(
-                        "paused flow {flow} (generation {})",
-                        r.into_inner().generation
-                    );
+                    let req = pb::FlowRequest { flow: flow.clone() };
+                    let r = conn
+                        .call(&coordinator, |mut c| {
+                            let req = req.clone();
+                            async move { c.pause_flow(req).await }
+                        })
+                        .await?;
+                    println!("paused flow {flow} (generation {})", r.generation);
                 }
                 AdminAction::ResumeFlow { flow } => {
-                    let r = client
-                        .resume_flow(pb::FlowRequest { flow: flow.clone() })
-                        .await
-                        .map_err(refused)?;
-                    println!(
-                        "resumed flow {flow} (generation {})",
-                        r.into_inner().generation
-                    );
+                    let req = pb::FlowRequest { flow: flow.clone() };
+                    let r = conn
+                        .call(&coordinator, |mut c| {
+                            let req = req.clone();
+                            async move { c.resume_flow(req).await }
+                        })
+                        .await?;
+                    println!("resumed flow {flow} (generation {})", r.generation);
                 }
                 AdminAction::DrainWorker { worker } => {
-                    let r = client
-                        .drain_worker(pb::DrainRequest {
-                            worker_id: worker.clone(),
+                    let req = pb::DrainRequest {
+                        worker_id: worker.clone(),
+                    };
+                    let r = conn
+                        .call(&coordinator, |mut c| {
+                            let req = req.clone();
+                            async move { c.drain_worker(req).await }
                         })
-                        .await
-                        .map_err(refused)?
-                        .into_inner();
+                        .await?;
                     println!(
                         "draining worker {worker}: {} task(s) moving (generation {})",
                         r.tasks_moving, r.generation

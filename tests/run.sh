@@ -27,6 +27,8 @@ if ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet "moto[server]"
 fi
 command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl; }
+# PyYAML: tests/deploy.rs parses the Kubernetes manifests with it (no cluster needed).
+python3 -c "import yaml" 2>/dev/null || python3 -m pip install --quiet pyyaml
 # azurite: Azure Blob emulator for the object sync tests (npm, into a cache folder; the
 # harness finds it there, or on PATH, or under $LOCKSTEP_TOOLS/azurite).
 AZURITE_DIR="${LOCKSTEP_TOOLS:-$HOME/.cache/lockstep}/azurite"

@@ -66,6 +66,38 @@ pub struct CoordinatorConfig {
     /// `[coordinator.limits]`.
     #[serde(default)]
     pub limits: crate::security::Limits,
+    /// The gRPC address a standby names when it redirects workers and the CLI here
+    /// (`http://HOST:PORT` or `https://...`). None: derived from `grpc_listen` at start.
+    #[serde(default)]
+    pub advertise_grpc: Option<String>,
+    /// The HTTP address a standby redirects `/` and `/api/...` to. None: derived from
+    /// `http_listen` at start.
+    #[serde(default)]
+    pub advertise_http: Option<String>,
+    /// `[coordinator.election]`: leader election among coordinators sharing one state store.
+    #[serde(default)]
+    pub election: ElectionConfig,
+}
+
+/// `[coordinator.election]`: coordinators that share a state store elect one active leader
+/// through a lease document (`leader.json`) beside the state. The others are standbys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionConfig {
+    /// A standby takes over when the lease has not been renewed for this long.
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_ttl: Duration,
+    /// How often the leader renews the lease (standbys read it twice as often).
+    #[serde(with = "humantime_serde_compat")]
+    pub renew_interval: Duration,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        ElectionConfig {
+            lease_ttl: Duration::from_secs(10),
+            renew_interval: Duration::from_secs(2),
+        }
+    }
 }
 
 /// A site: one Druid cluster in one datacenter, with its local Kafka and object store.
@@ -503,6 +535,16 @@ pub(crate) struct RawCoordinator {
     pub tls: Option<crate::security::RawTls>,
     pub auth: Option<crate::security::RawAuth>,
     pub limits: Option<crate::security::RawLimits>,
+    pub advertise_grpc: Option<String>,
+    pub advertise_http: Option<String>,
+    pub election: Option<RawElection>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawElection {
+    pub lease_ttl: Option<String>,
+    pub renew_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -492,3 +492,56 @@ fn a_mistyped_secret_is_not_quoted_in_the_error() {
     let shown = parse_err(&MINIMAL.replace("name = \"f\"", "name = 42")).to_string();
     assert!(shown.contains("42") || shown.contains("string"), "{shown}");
 }
+
+#[test]
+fn election_defaults_and_advertised_addresses() {
+    let c = parse_ok(MINIMAL);
+    assert_eq!(c.coordinator.election, ElectionConfig::default());
+    assert_eq!(c.coordinator.advertise_grpc, None);
+    let text = r#"
+[coordinator]
+advertise_grpc = "https://coordinator-0.lockstep:7400"
+advertise_http = "http://10.0.0.5:7401"
+[coordinator.election]
+lease_ttl = "1500ms"
+"#
+    .to_string()
+        + MINIMAL;
+    let c = parse_ok(&text);
+    assert_eq!(
+        c.coordinator.advertise_grpc.as_deref(),
+        Some("https://coordinator-0.lockstep:7400")
+    );
+    let e = c.coordinator.election;
+    assert_eq!(e.lease_ttl, std::time::Duration::from_millis(1500));
+    assert_eq!(
+        e.renew_interval,
+        std::time::Duration::from_millis(300),
+        "renewal defaults to a fifth of a short lease"
+    );
+}
+
+#[test]
+fn election_errors_name_their_fields() {
+    let text = r#"
+[coordinator]
+advertise_grpc = "10.0.0.5:7400"
+advertise_http = "http://host:7401/status"
+[coordinator.election]
+lease_ttl = "3s"
+renew_interval = "2s"
+"#
+    .to_string()
+        + MINIMAL;
+    let shown = parse_err(&text).to_string();
+    for needle in [
+        "coordinator.advertise_grpc: \"10.0.0.5:7400\" must be http://HOST:PORT",
+        "coordinator.advertise_http: \"http://host:7401/status\" must be http://HOST:PORT",
+        "coordinator.election.renew_interval: 2s is more than a third of lease_ttl (3s)",
+    ] {
+        assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
+    }
+    let typo = "[coordinator.election]\nttl = \"5s\"\n".to_string() + MINIMAL;
+    let shown = parse_err(&typo).to_string();
+    assert!(shown.contains("ttl"), "{shown}");
+}

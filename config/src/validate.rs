@@ -69,6 +69,25 @@ impl Checker {
         }
     }
 
+    /// An advertised address: `http://HOST:PORT` or `https://HOST:PORT`, nothing after.
+    fn advertise(&mut self, path: &str, text: &str) {
+        let rest = text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"));
+        let ok = rest.is_some_and(|r| {
+            !r.contains('/')
+                && r.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                })
+        });
+        if !ok {
+            self.err(
+                path,
+                format!("\"{text}\" must be http://HOST:PORT or https://HOST:PORT (e.g. \"http://10.0.0.5:7400\")"),
+            );
+        }
+    }
+
     fn byte_size(&mut self, path: &str, value: Option<&str>) -> Option<u64> {
         let text = value?;
         let trimmed = text.trim().trim_end_matches("/s");
@@ -141,6 +160,36 @@ impl Checker {
     }
 }
 
+/// `[coordinator.election]`: defaults, and a renewal often enough that one lost write does
+/// not depose the leader.
+fn election(c: &mut Checker, raw: RawElection) -> ElectionConfig {
+    let defaults = ElectionConfig::default();
+    let lease_ttl = c.duration(
+        "coordinator.election.lease_ttl",
+        raw.lease_ttl.as_deref(),
+        defaults.lease_ttl,
+    );
+    let renew_interval = c.duration(
+        "coordinator.election.renew_interval",
+        raw.renew_interval.as_deref(),
+        (lease_ttl / 5).min(defaults.renew_interval),
+    );
+    if renew_interval * 3 > lease_ttl {
+        c.err(
+            "coordinator.election.renew_interval",
+            format!(
+                "{} is more than a third of lease_ttl ({}): the leader would lose its lease after one failed renewal",
+                humantime::format_duration(renew_interval),
+                humantime::format_duration(lease_ttl)
+            ),
+        );
+    }
+    ElectionConfig {
+        lease_ttl,
+        renew_interval,
+    }
+}
+
 /// Flags fields that belong to the other flow kind.
 fn forbid<T>(c: &mut Checker, path: &str, field: &str, value: &Option<T>, kind: &str) {
     if value.is_some() {
@@ -210,6 +259,13 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         .state
         .unwrap_or_else(|| ObjectStore::fs("lockstep-state"));
     c.store("coordinator.state", &state);
+    let election = election(&mut c, rc.election.unwrap_or_default());
+    let advertise_grpc = rc
+        .advertise_grpc
+        .inspect(|a| c.advertise("coordinator.advertise_grpc", a));
+    let advertise_http = rc
+        .advertise_http
+        .inspect(|a| c.advertise("coordinator.advertise_http", a));
     let max_workers = rc.max_workers.unwrap_or(1000);
     if max_workers == 0 {
         c.err("coordinator.max_workers", "must be at least 1");
@@ -241,6 +297,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         tls: crate::security::tls(rc.tls, &mut c.errors),
         auth: crate::security::auth(rc.auth, &mut c.errors),
         limits: crate::security::limits(rc.limits, &mut c.errors),
+        advertise_grpc,
+        advertise_http,
+        election,
     };
 
     // [[sites]]

@@ -219,6 +219,7 @@ impl Control {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             paused_flows: self.paused.clone(),
+            stamp: None,
         }
     }
 

@@ -6,16 +6,21 @@
 //! need the bearer token ([`crate::auth`]); messages above `limits.max_message_bytes` are
 //! refused while decoding; each request has `limits.request_timeout`; with `[coordinator.tls]`
 //! the port speaks only TLS ([`crate::tls`]).
+//!
+//! On a standby every call is refused before it is decoded, with UNAVAILABLE and the
+//! leader's address ([`crate::leadership::StandbyGuard`]).
 
 use crate::auth::Access;
 use crate::control::ControlError;
 use crate::server::{heartbeat_response, CallError, Shared};
+use crate::state::StateError;
 use crate::tls::TlsFiles;
 use lockstep_proto as pb;
 use pb::admin_service_server::{AdminService, AdminServiceServer};
 use pb::worker_service_server::{WorkerService, WorkerServiceServer};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 /// HTTP/2 streams one connection may have open at once: a worker needs one or two.
@@ -28,10 +33,17 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let limits = shared.limits.clone();
-    let workers = WorkerServiceServer::new(Workers(shared.clone()))
-        .max_decoding_message_size(limits.max_message_bytes);
-    let admin = AdminServiceServer::new(Admin(shared.clone()))
-        .max_decoding_message_size(limits.max_message_bytes);
+    let guard = crate::leadership::StandbyGuard(shared.clone());
+    let workers = InterceptedService::new(
+        WorkerServiceServer::new(Workers(shared.clone()))
+            .max_decoding_message_size(limits.max_message_bytes),
+        guard.clone(),
+    );
+    let admin = InterceptedService::new(
+        AdminServiceServer::new(Admin(shared.clone()))
+            .max_decoding_message_size(limits.max_message_bytes),
+        guard,
+    );
     // Quiet workers' rate buckets are dropped now and then.
     let housekeeping = {
         let shared = shared.clone();
@@ -79,8 +91,18 @@ pub async fn serve(
     result.map_err(|e| e.to_string())
 }
 
-fn to_status(e: CallError) -> Status {
+fn to_status(shared: &Shared, e: CallError) -> Status {
     match e {
+        CallError::NotLeader(leader) => {
+            crate::leadership::not_leader(&shared.coordinator_id, leader.as_ref())
+        }
+        CallError::State(e @ (StateError::Fenced { .. } | StateError::NotLeading)) => {
+            crate::leadership::not_leader(
+                &shared.coordinator_id,
+                shared.leadership.serving().err().flatten().as_ref(),
+            )
+            .tap_message(&e)
+        }
         CallError::State(e) => {
             Status::unavailable(format!("coordinator could not persist state: {e}"))
         }
@@ -116,7 +138,7 @@ fn finish<T>(
     method: &str,
     r: Result<T, CallError>,
 ) -> Result<Response<T>, Status> {
-    let r = r.map(Response::new).map_err(to_status);
+    let r = r.map(Response::new).map_err(|e| to_status(shared, e));
     let code = match &r {
         Ok(_) => "OK".to_string(),
         Err(s) => format!("{:?}", s.code()),
@@ -323,8 +345,15 @@ impl AdminService for Admin {
     }
 }
 
-impl From<ControlError> for Status {
-    fn from(e: ControlError) -> Self {
-        to_status(CallError::Control(e))
+/// Appends the cause to a refusal's message, keeping its code and metadata.
+trait TapMessage {
+    fn tap_message(self, cause: &dyn std::fmt::Display) -> Status;
+}
+
+impl TapMessage for Status {
+    fn tap_message(self, cause: &dyn std::fmt::Display) -> Status {
+        let mut s = Status::new(self.code(), format!("{} ({cause})", self.message()));
+        *s.metadata_mut() = self.metadata().clone();
+        s
     }
 }

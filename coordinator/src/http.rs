@@ -3,7 +3,8 @@
 //! `/api/v1/drift` (the drift poller's latest report; 503 until the first check ends),
 //! `/api/v1/errors` (recent errors, newest first) and the status page `/` ([`crate::page`]).
 //! Everything but the probes and `/metrics` is guarded by the admin token
-//! ([`crate::auth::http_guard`]).
+//! ([`crate::auth::http_guard`]). On a standby, everything but the probes and `/metrics`
+//! answers 307 to the leader ([`crate::leadership::standby_redirect`]).
 
 use crate::server::Shared;
 use axum::extract::{Query, State};
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let auth = shared.auth.clone();
+    let standby = shared.clone();
     Router::new()
         .route("/", get(page))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -33,6 +35,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::http_guard,
+        ))
+        // Outermost: a standby redirects before anything else runs (crate::leadership).
+        .layer(axum::middleware::from_fn_with_state(
+            standby,
+            crate::leadership::standby_redirect,
         ))
 }
 
@@ -49,7 +56,7 @@ pub async fn serve(
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n").into_response()
+        crate::leadership::readiness(&shared).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
     }

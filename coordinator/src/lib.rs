@@ -1,4 +1,5 @@
-//! lockstep coordinator: one active per region. Owns desired state (flows × sites -> tasks),
+//! lockstep coordinator: one active per region (leader election among coordinators that
+//! share a state store: `cas`, `election`, `leadership`; standbys redirect to the leader). Owns desired state (flows × sites -> tasks),
 //! worker membership and leases, sticky assignment with two-phase hand-over, the durable
 //! state store, and the gRPC and HTTP APIs.
 //!
@@ -8,12 +9,15 @@
 pub mod admission;
 pub mod assign;
 pub mod auth;
+pub mod cas;
 pub mod control;
 pub mod drift;
 pub mod druid;
 pub mod events;
+pub mod election;
 pub mod grpc;
 pub mod http;
+pub mod leadership;
 pub mod metrics;
 pub mod page;
 pub mod server;

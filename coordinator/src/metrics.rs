@@ -42,6 +42,11 @@ pub struct Metrics {
     pub grpc_request_seconds: HistogramVec,
     pub flow_tasks: IntGaugeVec,
     pub druid_up: IntGaugeVec,
+    pub leader: IntGauge,
+    pub election_epoch: IntGauge,
+    pub election_transitions: IntCounterVec,
+    pub lease_writes: IntCounterVec,
+    pub redirects: IntCounterVec,
 }
 
 /// Every gRPC method the coordinator serves, as it names them in metric labels.
@@ -88,6 +93,11 @@ pub const NAMES: &[&str] = &[
     "lockstep_coordinator_grpc_request_duration_seconds",
     "lockstep_coordinator_flow_tasks",
     "lockstep_druid_up",
+    "lockstep_coordinator_leader",
+    "lockstep_coordinator_election_epoch",
+    "lockstep_coordinator_election_transitions_total",
+    "lockstep_coordinator_election_lease_writes_total",
+    "lockstep_coordinator_redirects_total",
 ];
 
 impl Metrics {
@@ -122,6 +132,11 @@ impl Metrics {
             Box::new(m.grpc_request_seconds.clone()),
             Box::new(m.flow_tasks.clone()),
             Box::new(m.druid_up.clone()),
+            Box::new(m.leader.clone()),
+            Box::new(m.election_epoch.clone()),
+            Box::new(m.election_transitions.clone()),
+            Box::new(m.lease_writes.clone()),
+            Box::new(m.redirects.clone()),
         ];
         for c in collectors {
             // Names are constants and distinct, so registration cannot collide.
@@ -146,9 +161,22 @@ impl Metrics {
         for result in ["ok", "refused"] {
             self.heartbeats.with_label_values(&[result]);
         }
-        for result in ["ok", "error"] {
+        for result in ["ok", "error", "fenced"] {
             self.state_writes.with_label_values(&[result]);
+        }
+        for result in ["ok", "error"] {
             self.tls_reloads.with_label_values(&[result]);
+        }
+        for role in ["leader", "standby"] {
+            self.election_transitions.with_label_values(&[role]);
+        }
+        for op in ["acquire", "renew", "release"] {
+            for result in ["ok", "conflict", "error"] {
+                self.lease_writes.with_label_values(&[op, result]);
+            }
+        }
+        for api in ["grpc", "http"] {
+            self.redirects.with_label_values(&[api]);
         }
         for api in ["grpc", "http"] {
             for reason in ["missing", "wrong"] {
@@ -305,7 +333,45 @@ impl Metrics {
                 "1 if the last call to the site's Druid got an answer from Druid (success or a Druid error), 0 if it was unreachable, timed out or answered with something other than Druid JSON.",
                 &["site"],
             ),
+            leader: gauge(
+                "lockstep_coordinator_leader",
+                "1 while this coordinator is the active one of its region (leader), 0 as a standby.",
+            ),
+            election_epoch: gauge(
+                "lockstep_coordinator_election_epoch",
+                "Epoch of the leader lease as this coordinator last saw it (+1 at every change of leader).",
+            ),
+            election_transitions: counter_vec(
+                "lockstep_coordinator_election_transitions_total",
+                "Times this coordinator became leader or standby, by role.",
+                &["role"],
+            ),
+            lease_writes: counter_vec(
+                "lockstep_coordinator_election_lease_writes_total",
+                "Writes of the leader lease by op (acquire, renew, release) and result (ok, conflict, error).",
+                &["op", "result"],
+            ),
+            redirects: counter_vec(
+                "lockstep_coordinator_redirects_total",
+                "Calls a standby answered by naming the leader, by api: grpc (UNAVAILABLE + lockstep-leader) or http (307).",
+                &["api"],
+            ),
         }
+    }
+
+    /// On stepping down: the control-plane and drift gauges describe what the leader sees,
+    /// and a standby sees nothing; they go to zero (or away) rather than freeze.
+    pub fn clear_leader_gauges(&self) {
+        self.leader.set(0);
+        self.workers.set(0);
+        self.generation.set(0);
+        for phase in TASK_PHASES {
+            self.tasks.with_label_values(&[phase]).set(0);
+        }
+        self.drift_verdict.reset();
+        self.drift_rows_difference.reset();
+        self.drift_records_behind.reset();
+        self.drift_freshness_seconds.reset();
     }
 
     /// Prometheus text exposition.

@@ -1,19 +1,23 @@
-//! The running coordinator: loads state, serves gRPC (WorkerService, AdminService) and HTTP,
-//! and ticks the lease clock, until the shutdown token fires.
+//! The running coordinator: takes part in the leader election, serves gRPC (WorkerService,
+//! AdminService) and HTTP, and ticks the lease clock, until the shutdown token fires.
 //!
-//! All control-plane state sits behind one async mutex ([`Shared::control`]). A call mutates
-//! it, persists it if it changed, and only then answers, so no worker ever acts on an
-//! assignment that a coordinator restart could forget.
+//! All control-plane state sits behind one async mutex ([`Shared::control`]). A call checks
+//! that this coordinator leads ([`crate::election::Leadership::is_leading`]), mutates the
+//! state, persists it if it changed, and only then answers, so no worker ever acts on an
+//! assignment that a coordinator restart or a change of leader could forget. A standby holds
+//! an empty control plane and refuses every call with the leader's address
+//! ([`crate::leadership`]).
 
 use crate::admission::Admission;
 use crate::auth::AdminAuth;
 use crate::control::{Control, ControlError, Timing, WorkerView};
 use crate::events::{Level, RecentEvents};
+use crate::election::{Elector, Identity, LeaderInfo, Leadership};
 use crate::metrics::Metrics;
 use crate::state::{StateError, StateStore};
 use crate::tls::{TlsError, TlsFiles};
 use crate::{grpc, http, tasks};
-use lockstep_config::{Config, Limits};
+use lockstep_config::{Config, CoordinatorConfig, Limits};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,10 +59,12 @@ pub struct Shared {
     pub limits: Limits,
     /// Recent errors and warnings (status page, `/api/v1/errors`).
     pub events: RecentEvents,
-    /// The config this coordinator runs (the status page lists its sites and flows).
-    pub config: Arc<Config>,
     /// When this coordinator started (shown as uptime).
     pub started: std::time::SystemTime,
+    /// Leader or standby, and until when this coordinator may answer as leader.
+    pub leadership: Leadership,
+    /// The config this coordinator runs (tasks are derived from it at each takeover).
+    pub config: Arc<Config>,
 }
 
 impl Shared {
@@ -70,30 +76,56 @@ impl Shared {
         };
         let started = Instant::now();
         let result = self.store.save(&snapshot).await;
-        self.metrics
-            .state_write_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let label = if result.is_ok() { "ok" } else { "error" };
-        self.metrics.state_writes.with_label_values(&[label]).inc();
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "persisting coordinator state failed; will retry");
-            self.events.record(
-                Level::Error,
-                "state",
-                format!("persisting coordinator state failed (retried; workers get no new assignment until it works): {e}"),
-            );
-            control.mark_dirty();
+        self.record_state_write(started, &result);
+        match &result {
+            Ok(()) => {}
+            Err(e @ StateError::Fenced { .. }) => {
+                tracing::error!(error = %e, "state write fenced: stepping down");
+                self.leadership.revoke();
+            }
+            // Stepping down at this very moment: nothing to retry.
+            Err(StateError::NotLeading) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "persisting coordinator state failed; will retry");
+                self.events.record(
+                    Level::Error,
+                    "state",
+                    format!("persisting coordinator state failed (retried; workers get no new assignment until it works): {e}"),
+                );
+                control.mark_dirty();
+            }
         }
         result
     }
 
-    /// Runs one control-plane call: mutate, persist, answer.
+    /// Counts one state write by result (ok, fenced, error) and its duration.
+    pub fn record_state_write(&self, started: Instant, result: &Result<(), StateError>) {
+        self.metrics
+            .state_write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let label = match result {
+            Ok(()) => "ok",
+            Err(StateError::Fenced { .. }) => "fenced",
+            Err(_) => "error",
+        };
+        self.metrics.state_writes.with_label_values(&[label]).inc();
+    }
+
+    /// Runs one control-plane call: check leadership, mutate, persist, answer.
     pub async fn call<T>(
         &self,
         f: impl FnOnce(&mut Control, Instant) -> Result<T, ControlError>,
     ) -> Result<T, CallError> {
         let mut control = self.control.lock().await;
-        let result = f(&mut control, Instant::now());
+        let now = Instant::now();
+        // Checked under the lock, right before acting: a leader whose lease ran out (paused,
+        // cut off from the store) answers nobody, whatever its in-memory state says.
+        if !self.leadership.is_leading(now) {
+            return Err(CallError::NotLeader(
+                self.leadership.serving().err().flatten(),
+            ));
+        }
+        let result = f(&mut control, now);
         // Persist even when the call was refused: nothing changes then, so this is a no-op,
         // unless an earlier write failed and is pending.
         self.commit(&mut control).await?;
@@ -116,6 +148,32 @@ pub enum CallError {
     Control(#[from] ControlError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("this coordinator is not the active one")]
+    NotLeader(Option<LeaderInfo>),
+}
+
+/// Lease timing from `[coordinator]`.
+pub fn timing(c: &CoordinatorConfig) -> Timing {
+    Timing {
+        lease_ttl: c.lease_ttl,
+        heartbeat_interval: c.heartbeat_interval,
+        handover_margin: c.handover_margin,
+        lease_safety_margin: c.lease_safety_margin,
+    }
+}
+
+/// The address a standby names for this coordinator: `advertise_*` from the config, else the
+/// listen address as bound (the host name when listening on every interface).
+fn advertised(configured: &Option<String>, bound: SocketAddr, tls: bool, host: &str) -> String {
+    if let Some(a) = configured {
+        return a.clone();
+    }
+    let scheme = if tls { "https" } else { "http" };
+    if bound.ip().is_unspecified() {
+        format!("{scheme}://{host}:{}", bound.port())
+    } else {
+        format!("{scheme}://{bound}")
+    }
 }
 
 /// Where a started coordinator listens (the ports may have been 0 in the config).
@@ -137,79 +195,26 @@ pub async fn start(
     ),
     CoordinatorError,
 > {
+    let config = Arc::new(config);
     let c = &config.coordinator;
     let store = StateStore::new(&c.state)?;
-    let restored = store.load().await?;
     let metrics = Metrics::new();
-    let timing = Timing {
-        lease_ttl: c.lease_ttl,
-        heartbeat_interval: c.heartbeat_interval,
-        handover_margin: c.handover_margin,
-        lease_safety_margin: c.lease_safety_margin,
-    };
-    match &restored {
-        Some(s) => tracing::info!(
-            generation = s.generation,
-            workers = s.workers.len(),
-            tasks = s.actual.len(),
-            "restored coordinator state"
-        ),
-        None => tracing::info!("no stored state: first start"),
-    }
-    let derived = tasks::derive(&config);
+    let timing = timing(c);
     tracing::info!(
-        tasks = derived.len(),
+        tasks = tasks::derive(&config).len(),
         flows = config.flows.len(),
+        store = %store.cas().describe(),
         "derived tasks"
     );
-    let events = RecentEvents::new();
-    let mut control = Control::new(
-        derived,
-        timing,
-        c.max_workers,
-        restored,
-        Instant::now(),
-        metrics.clone(),
-    );
-    control.set_events(events.clone());
     let hostname = hostname();
-    let shared = Arc::new(Shared {
-        control: Mutex::new(control),
-        store,
-        metrics: metrics.clone(),
-        ready: AtomicBool::new(false),
-        coordinator_id: c
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("{}-{hostname}", c.region)),
-        region: c.region.clone(),
-        drift: Default::default(),
-        auth: AdminAuth::new(&c.auth, metrics.clone()),
-        admission: Admission::new(
-            c.limits.heartbeat_queue,
-            c.heartbeat_interval,
-            metrics.clone(),
-        ),
-        limits: c.limits.clone(),
-        events: events.clone(),
-        config: Arc::new(config.clone()),
-        started: std::time::SystemTime::now(),
-    });
-    if shared.auth.is_open() {
-        tracing::warn!("no admin token ([coordinator.auth].token): admin calls and /api/* are open to anyone who reaches the ports");
-    }
     let tls = match &c.tls {
         Some(files) => {
-            let files = TlsFiles::load(files, shared.metrics.clone())?;
+            let files = TlsFiles::load(files, metrics.clone())?;
             tracing::info!(mutual = files.mutual(), "gRPC over TLS");
             Some(Arc::new(files))
         }
         None => None,
     };
-    {
-        let mut control = shared.control.lock().await;
-        shared.commit(&mut control).await?;
-    }
 
     let grpc_listener = tokio::net::TcpListener::bind(c.grpc_listen)
         .await
@@ -229,7 +234,42 @@ pub async fn start(
         grpc: grpc_listener.local_addr().unwrap_or(c.grpc_listen),
         http: http_listener.local_addr().unwrap_or(c.http_listen),
     };
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, id = %shared.coordinator_id, "coordinator listening");
+    let coordinator_id =
+        c.id.clone()
+            .unwrap_or_else(|| format!("{}-{hostname}", c.region));
+    let identity = Identity::new(
+        coordinator_id.clone(),
+        advertised(&c.advertise_grpc, bound.grpc, tls.is_some(), &hostname),
+        advertised(&c.advertise_http, bound.http, false, &hostname),
+    );
+    let mut elector = Elector::new(store.cas().clone(), identity.clone(), c.election)
+        .map_err(StateError::from)?;
+    let shared = Arc::new(Shared {
+        control: Mutex::new(crate::leadership::placeholder(&config)),
+        store,
+        metrics: metrics.clone(),
+        ready: AtomicBool::new(false),
+        coordinator_id,
+        region: c.region.clone(),
+        drift: Default::default(),
+        auth: AdminAuth::new(&c.auth, metrics.clone()),
+        admission: Admission::new(
+            c.limits.heartbeat_queue,
+            c.heartbeat_interval,
+            metrics.clone(),
+        ),
+        limits: c.limits.clone(),
+        leadership: Leadership::new(identity),
+        config: config.clone(),
+        events: RecentEvents::new(),
+        started: std::time::SystemTime::now(),
+    });
+    if shared.auth.is_open() {
+        tracing::warn!("no admin token ([coordinator.auth].token): admin calls and /api/* are open to anyone who reaches the ports");
+    }
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, id = %shared.coordinator_id, advertise_grpc = %shared.leadership.identity().grpc, advertise_http = %shared.leadership.identity().http, "coordinator listening");
+    // Leader or standby before anyone is told we are ready.
+    let active = crate::leadership::first_round(&shared, &mut elector, &shutdown).await?;
 
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_listener,
@@ -239,17 +279,21 @@ pub async fn start(
     ));
     let http_task = tokio::spawn(http::serve(http_listener, shared.clone(), shutdown.clone()));
     let tick_task = tokio::spawn(tick_loop(shared.clone(), timing, shutdown.clone()));
-    let drift_task = tokio::spawn(crate::drift::poller::run(
-        config.clone(),
-        shared.metrics.clone(),
-        shared.drift.clone(),
-        events,
+    let election_stop = CancellationToken::new();
+    let election_task = tokio::spawn(crate::leadership::run(
+        shared.clone(),
+        elector,
+        active,
+        election_stop.clone(),
         shutdown.clone(),
     ));
     shared.ready.store(true, Ordering::SeqCst);
 
     let done = async move {
-        let (g, h, t, d) = tokio::join!(grpc_task, http_task, tick_task, drift_task);
+        let (g, h, t) = tokio::join!(grpc_task, http_task, tick_task);
+        // The servers have drained; only now stop renewing the lease.
+        election_stop.cancel();
+        let e = election_task.await;
         let joined =
             |what: &'static str, r: Result<Result<(), String>, tokio::task::JoinError>| match r {
                 Ok(Ok(())) => Ok(()),
@@ -259,14 +303,32 @@ pub async fn start(
                     message: e.to_string(),
                 }),
             };
+        // Hand over first, whatever else failed: the last state, then the released lease
+        // (standbys see it at their next read).
+        let written = match e {
+            Ok(mut elector) if shared.leadership.is_leading(Instant::now()) => {
+                let mut control = shared.control.lock().await;
+                control.mark_dirty();
+                let written = shared.commit(&mut control).await;
+                drop(control);
+                elector.release().await;
+                written
+            }
+            Ok(mut elector) => {
+                elector.abandon();
+                Ok(())
+            }
+            Err(e) => {
+                return Err(CoordinatorError::Serve {
+                    what: "election",
+                    message: e.to_string(),
+                })
+            }
+        };
         joined("gRPC", g)?;
         joined("HTTP", h)?;
         joined("tick", t.map(|()| Ok(())))?;
-        joined("drift", d.map(|()| Ok(())))?;
-        // Last write: the assignment as it stands, for the next start.
-        let mut control = shared.control.lock().await;
-        control.mark_dirty();
-        shared.commit(&mut control).await?;
+        written?;
         tracing::info!("coordinator stopped");
         Ok(())
     };
@@ -283,7 +345,11 @@ async fn tick_loop(shared: Arc<Shared>, timing: Timing, shutdown: CancellationTo
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {
                 let mut control = shared.control.lock().await;
-                control.tick(Instant::now());
+                let now = Instant::now();
+                if !shared.leadership.is_leading(now) {
+                    continue;
+                }
+                control.tick(now);
                 // A failed write is logged and retried on the next tick.
                 let _ = shared.commit(&mut control).await;
             }

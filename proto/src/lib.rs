@@ -11,3 +11,22 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// gRPC metadata key a standby coordinator sets on its UNAVAILABLE answers: the advertised
+/// gRPC address of the active coordinator (`http://HOST:PORT` or `https://...`). Workers and
+/// the CLI follow it.
+pub const LEADER_METADATA: &str = "lockstep-leader";
+
+/// The active coordinator's address a standby named in a refused call, if any.
+pub fn leader_hint(status: &tonic::Status) -> Option<String> {
+    if status.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    status
+        .metadata()
+        .get(LEADER_METADATA)?
+        .to_str()
+        .ok()
+        .map(str::to_string)
+        .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+}

@@ -133,6 +133,16 @@ impl Drop for Proc {
     }
 }
 
+/// Another coordinator of a [`Cluster`]: the same config and state store, its own ports and
+/// id (leader election decides which one is active).
+pub struct Peer {
+    pub name: String,
+    pub config: PathBuf,
+    pub grpc: String,
+    pub http: String,
+    pub proc: Option<Proc>,
+}
+
 /// A coordinator with a generated config in a temp dir.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -140,6 +150,8 @@ pub struct Cluster {
     pub grpc: String,
     pub http: String,
     pub coordinator: Option<Proc>,
+    /// Further coordinators on the same state (standbys), see [`Cluster::add_peer`].
+    pub peers: Vec<Peer>,
     pub workers: BTreeMap<String, Proc>,
     /// Extra environment for the coordinator and workers (e.g. `RUST_LOG=debug`, secrets
     /// the config interpolates); later entries override earlier ones.
@@ -172,6 +184,28 @@ impl Cluster {
         margin_ms: u64,
         run: bool,
     ) -> Cluster {
+        Self::start_custom(
+            body,
+            coordinator_extra,
+            None,
+            lease_ttl_ms,
+            heartbeat_ms,
+            margin_ms,
+            run,
+        )
+    }
+
+    /// Like `start_full`, with the `[coordinator.state]` table's body given (e.g. an s3
+    /// bucket on moto) instead of a folder in the temp dir.
+    pub fn start_custom(
+        body: &str,
+        coordinator_extra: &str,
+        state: Option<&str>,
+        lease_ttl_ms: u64,
+        heartbeat_ms: u64,
+        margin_ms: u64,
+        run: bool,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let grpc_port = free_port();
         let http_port = free_port();
@@ -187,13 +221,18 @@ handover_margin = "{margin_ms}ms"
 lease_safety_margin = "{safety}ms"
 {coordinator_extra}
 [coordinator.state]
-service = "fs"
-root = "{state}"
+{state}
 
 {body}
 "#,
             safety = lease_ttl_ms / 5,
-            state = dir.path().join("state").display(),
+            state = match state {
+                Some(s) => s.to_string(),
+                None => format!(
+                    "service = \"fs\"\nroot = \"{}\"",
+                    dir.path().join("state").display()
+                ),
+            },
         );
         std::fs::write(&config, text).expect("write config");
         let mut cluster = Cluster {
@@ -202,6 +241,7 @@ root = "{state}"
             grpc: format!("http://127.0.0.1:{grpc_port}"),
             http: format!("http://127.0.0.1:{http_port}"),
             coordinator: None,
+            peers: Vec::new(),
             workers: BTreeMap::new(),
             env: Vec::new(),
         };
@@ -230,6 +270,61 @@ root = "{state}"
         self.coordinator = Some(p);
         wait_for(Duration::from_secs(30), "coordinator ready", || {
             http_get(&self.http, "/readyz")
+                .map(|(c, _)| c == 200)
+                .unwrap_or(false)
+        });
+    }
+
+    /// Another coordinator on the same config and state, with its own free ports and the id
+    /// `name` (the config's `id = "..."` line, if any, is replaced). Not started yet.
+    pub fn add_peer(&mut self, name: &str) -> usize {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let grpc_port = free_port();
+        let http_port = free_port();
+        let mut out = String::new();
+        for line in text.lines() {
+            let t = line.trim_start();
+            if t.starts_with("grpc_listen") {
+                out.push_str(&format!("grpc_listen = \"127.0.0.1:{grpc_port}\"\n"));
+            } else if t.starts_with("http_listen") {
+                out.push_str(&format!("http_listen = \"127.0.0.1:{http_port}\"\n"));
+            } else if t.starts_with("id =") {
+                // replaced below
+            } else if t == "[coordinator]" {
+                out.push_str(&format!("[coordinator]\nid = \"{name}\"\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, out).expect("write peer config");
+        self.peers.push(Peer {
+            name: name.to_string(),
+            config,
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
+            http: format!("http://127.0.0.1:{http_port}"),
+            proc: None,
+        });
+        self.peers.len() - 1
+    }
+
+    /// Starts peer `i` and waits until it is ready (leader, or standby that redirects).
+    pub fn start_peer(&mut self, i: usize) {
+        let envs = self.envs();
+        let peer = &self.peers[i];
+        let config = peer.config.display().to_string();
+        let p = Proc::spawn_cmd(
+            &peer.name,
+            BIN,
+            &["coordinator", "--config", &config],
+            &envs,
+            self.dir.path(),
+        );
+        let http = peer.http.clone();
+        self.peers[i].proc = Some(p);
+        wait_for(Duration::from_secs(30), "peer coordinator ready", || {
+            http_get(&http, "/readyz")
                 .map(|(c, _)| c == 200)
                 .unwrap_or(false)
         });
@@ -278,34 +373,54 @@ root = "{state}"
         workers: &[&str],
         within: Duration,
     ) -> BTreeMap<String, String> {
-        let deadline = Instant::now() + within;
-        loop {
-            let status = self.status().await;
-            let assigned: BTreeMap<String, String> = status
-                .tasks
-                .iter()
-                .filter(|t| t.phase == "assigned")
-                .map(|t| (t.task_id.clone(), t.worker_id.clone()))
-                .collect();
-            let reported = status.tasks.iter().filter(|t| t.progress.is_some()).count();
-            let on_expected = assigned.values().all(|w| workers.contains(&w.as_str()));
-            // Every expected worker must have joined: otherwise a state in which a slow
-            // starter has not arrived yet would pass for settled.
-            let all_joined = workers
-                .iter()
-                .all(|id| status.workers.iter().any(|w| w.worker_id == *id));
-            if assigned.len() == total && on_expected && all_joined && reported == total {
-                return assigned;
+        settled_on(&self.grpc, total, workers, within).await
+    }
+}
+
+/// [`Cluster::settled`] against the coordinator at `grpc` (which must be the leader once it
+/// settles; refusals while an election is under way are waited out).
+pub async fn settled_on(
+    grpc: &str,
+    total: usize,
+    workers: &[&str],
+    within: Duration,
+) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = match status_at(grpc).await {
+            Ok(s) => s,
+            Err(e) => {
+                if Instant::now() > deadline {
+                    panic!("not settled within {within:?}: {grpc} answers {e:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "not settled within {within:?}: {} of {total} assigned, {reported} reported, on {:?}; status: {status:#?}",
-                    assigned.len(),
-                    assigned.values().collect::<std::collections::BTreeSet<_>>()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let assigned: BTreeMap<String, String> = status
+            .tasks
+            .iter()
+            .filter(|t| t.phase == "assigned")
+            .map(|t| (t.task_id.clone(), t.worker_id.clone()))
+            .collect();
+        let reported = status.tasks.iter().filter(|t| t.progress.is_some()).count();
+        let on_expected = assigned.values().all(|w| workers.contains(&w.as_str()));
+        // Every expected worker must have joined: otherwise a state in which a slow
+        // starter has not arrived yet would pass for settled.
+        let all_joined = workers
+            .iter()
+            .all(|id| status.workers.iter().any(|w| w.worker_id == *id));
+        if assigned.len() == total && on_expected && all_joined && reported == total {
+            return assigned;
         }
+        if Instant::now() > deadline {
+            panic!(
+                "not settled within {within:?}: {} of {total} assigned, {reported} reported, on {:?}; status: {status:#?}",
+                assigned.len(),
+                assigned.values().collect::<std::collections::BTreeSet<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -358,6 +473,47 @@ pub fn http_request(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// The whole HTTP/1.0 answer to a GET, headers included (for redirects).
+pub fn http_get_raw(base: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf)
+}
+
+/// The value of one series (`name` or `name{labels}`, exactly as exported) on a `/metrics`
+/// page, or None when absent or unreachable.
+pub fn metric(http: &str, series: &str) -> Option<f64> {
+    let (code, body) = http_get(http, "/metrics").ok()?;
+    if code != 200 {
+        return None;
+    }
+    body.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// True when the coordinator at `http` says it is the leader (`lockstep_coordinator_leader 1`).
+pub fn is_leader(http: &str) -> bool {
+    metric(http, "lockstep_coordinator_leader") == Some(1.0)
+}
+
+/// AdminService.Status at one address, without following redirects.
+pub async fn status_at(grpc: &str) -> Result<pb::StatusResponse, tonic::Status> {
+    let mut client = pb::admin_service_client::AdminServiceClient::connect(grpc.to_string())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    client
+        .status(pb::StatusRequest {})
+        .await
+        .map(|r| r.into_inner())
 }
 
 /// Counts tasks per worker.

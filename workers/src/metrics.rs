@@ -57,6 +57,7 @@ pub struct WorkerMetrics {
     /// When the lease runs out (None: no lease); `lease_remaining` is computed from it at
     /// each scrape.
     lease_deadline: Arc<Mutex<Option<Instant>>>,
+    pub coordinator_redirects: IntCounter,
 }
 
 /// Names as exported, for the catalog test.
@@ -87,6 +88,7 @@ pub const NAMES: &[&str] = &[
     "lockstep_objects_cycles_total",
     "lockstep_worker_lease_remaining_seconds",
     "lockstep_worker_info",
+    "lockstep_worker_coordinator_redirects_total",
 ];
 
 const FS: &[&str] = &["flow", "site"];
@@ -206,6 +208,11 @@ impl WorkerMetrics {
                 &["worker_id", "version"],
             ),
             lease_deadline: Arc::new(Mutex::new(None)),
+            coordinator_redirects: IntCounter::new(
+                "lockstep_worker_coordinator_redirects_total",
+                "Times a standby coordinator named the active one and the worker followed it.",
+            )
+            .expect("valid metric"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.tasks_running.clone()),
@@ -234,6 +241,7 @@ impl WorkerMetrics {
             Box::new(m.objects_cycles.clone()),
             Box::new(m.lease_remaining.clone()),
             Box::new(m.info.clone()),
+            Box::new(m.coordinator_redirects.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {

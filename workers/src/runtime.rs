@@ -9,6 +9,13 @@
 //!   once it is released (or the lease has expired).
 //! - Refused as unknown or stale (fenced), the worker stops everything and joins again.
 //! - On shutdown every task stops cleanly, then the worker leaves, so its tasks move at once.
+//!
+//! Finding the coordinator ([`Route`]): the worker calls the configured address (or each of a
+//! comma-separated list in turn). A standby coordinator refuses with UNAVAILABLE and names the
+//! active one in the `lockstep-leader` metadata; the worker follows it at once, with its
+//! session unchanged (every coordinator of a region shares the state, so the new leader
+//! knows the session). When the followed address stops answering, the worker goes back to the
+//! configured ones.
 
 use crate::metrics::WorkerMetrics;
 use crate::task::{LeaseGuard, Progress, TaskContext, TaskError, TaskFactory};
@@ -36,7 +43,8 @@ pub enum WorkerError {
 /// How a worker identifies itself and where it connects.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// e.g. `http://127.0.0.1:7400`
+    /// e.g. `http://127.0.0.1:7400`, or several separated by commas (the coordinators of a
+    /// region, tried in turn).
     pub coordinator: String,
     pub worker_id: String,
     /// Most tasks at once, 0 = no limit.
@@ -103,18 +111,58 @@ impl Worker {
         c
     }
 
-    /// A lazily connecting client for the coordinator, TLS files read now.
-    fn client(&self) -> Result<WorkerServiceClient<Channel>, WorkerError> {
+    /// A lazily connecting client for the route's current address, TLS files read now.
+    fn client(&self, route: &Route) -> Result<WorkerServiceClient<Channel>, WorkerError> {
         let endpoint = self
             .opts
             .tls
-            .endpoint(&self.opts.coordinator, Duration::from_secs(10))?;
+            .endpoint(route.current(), Duration::from_secs(10))?;
         Ok(WorkerServiceClient::new(endpoint.connect_lazy()))
+    }
+
+    /// Rebuilds the client after the route changed (or to reread the TLS files); a failure
+    /// keeps the old client.
+    fn reconnect(&self, route: &Route, client: &mut WorkerServiceClient<Channel>) {
+        match self.client(route) {
+            Ok(c) => *client = c,
+            Err(e) => {
+                tracing::error!(worker = %self.opts.worker_id, coordinator = %route.current(), error = %e, "cannot rebuild the coordinator connection")
+            }
+        }
+    }
+
+    /// Follows a standby's pointer to the active coordinator, if the refusal carries one.
+    /// True when the route changed (call again at once).
+    fn follow(
+        &self,
+        status: &tonic::Status,
+        route: &mut Route,
+        client: &mut WorkerServiceClient<Channel>,
+    ) -> bool {
+        let Some(leader) = lockstep_proto::leader_hint(status) else {
+            return false;
+        };
+        if !route.follow(leader) {
+            return false;
+        }
+        tracing::info!(worker = %self.opts.worker_id, coordinator = %route.current(), "a standby named the active coordinator: following it");
+        self.metrics.coordinator_redirects.inc();
+        self.reconnect(route, client);
+        true
+    }
+
+    /// After a call that got no answer: the next configured address (or the same one again).
+    fn fail_over(&self, route: &mut Route, client: &mut WorkerServiceClient<Channel>) {
+        if route.advance() {
+            tracing::info!(worker = %self.opts.worker_id, coordinator = %route.current(), "trying the next coordinator address");
+            self.reconnect(route, client);
+        }
     }
 
     /// Runs until `shutdown` fires, then stops every task and leaves.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let mut client = self.client()?;
+        let mut route = Route::new(&self.opts.coordinator)?;
+        let mut client = self.client(&route)?;
         let (lease_tx, lease_rx) = watch::channel(Instant::now());
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut stopping: HashMap<String, JoinHandle<()>> = HashMap::new();
@@ -127,6 +175,7 @@ impl Worker {
                 .with_max_delay(Duration::from_secs(10))
                 .without_max_times()
                 .build();
+            let mut hops = 0;
             let (mut generation, lease) = loop {
                 if shutdown.is_cancelled() {
                     break 'session;
@@ -155,21 +204,24 @@ impl Worker {
                             .await;
                         session = Some((r.generation, lease));
                         if !stopped.is_empty() {
-                            self.release(&mut client, r.generation, stopped).await;
+                            self.release(&mut route, &mut client, r.generation, stopped)
+                                .await;
                         }
                         break (r.generation, lease);
                     }
                     Err(status) => {
-                        let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                        tracing::warn!(worker = %self.opts.worker_id, code = ?status.code(), error = %status.message(), retry_in = ?delay, "join failed");
-                        // A new connection, with the TLS files read again (they may have
-                        // been rotated); a file that no longer loads keeps the old one.
-                        match self.client() {
-                            Ok(c) => client = c,
-                            Err(e) => {
-                                tracing::error!(worker = %self.opts.worker_id, error = %e, "cannot rebuild the coordinator connection")
-                            }
+                        if hops < MAX_HOPS && self.follow(&status, &mut route, &mut client) {
+                            hops += 1;
+                            continue;
                         }
+                        hops = 0;
+                        let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                        tracing::warn!(worker = %self.opts.worker_id, coordinator = %route.current(), code = ?status.code(), error = %status.message(), retry_in = ?delay, "join failed");
+                        // A new connection (the next address, if there are several), with
+                        // the TLS files read again (they may have been rotated); a file that
+                        // no longer loads keeps the old one.
+                        route.advance();
+                        self.reconnect(&route, &mut client);
                         tokio::select! {
                             _ = shutdown.cancelled() => break 'session,
                             _ = tokio::time::sleep(delay) => {}
@@ -179,9 +231,15 @@ impl Worker {
             };
 
             // Heartbeat until refused or shut down.
+            let mut retry_now = false;
+            let mut follows = 0;
             loop {
                 let deadline = *lease_rx.borrow();
-                let wait = lease.heartbeat;
+                let wait = if std::mem::take(&mut retry_now) {
+                    Duration::ZERO
+                } else {
+                    lease.heartbeat
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'session,
                     _ = tokio::time::sleep(wait) => {}
@@ -205,6 +263,7 @@ impl Worker {
                 .await;
                 match result {
                     Ok(Ok(resp)) => {
+                        follows = 0;
                         let r = resp.into_inner();
                         self.metrics.heartbeats.with_label_values(&["ok"]).inc();
                         generation = r.generation;
@@ -219,7 +278,8 @@ impl Worker {
                             )
                             .await;
                         if !stopped.is_empty() {
-                            self.release(&mut client, generation, stopped).await;
+                            self.release(&mut route, &mut client, generation, stopped)
+                                .await;
                         }
                     }
                     Ok(Err(status))
@@ -236,11 +296,22 @@ impl Worker {
                     }
                     Ok(Err(status)) => {
                         self.metrics.heartbeats.with_label_values(&["error"]).inc();
-                        tracing::warn!(worker = %self.opts.worker_id, code = ?status.code(), error = %status.message(), "heartbeat failed");
+                        if follows < MAX_HOPS && self.follow(&status, &mut route, &mut client) {
+                            // The session stays: the active coordinator shares the state.
+                            follows += 1;
+                            retry_now = true;
+                            continue;
+                        }
+                        follows = 0;
+                        tracing::warn!(worker = %self.opts.worker_id, coordinator = %route.current(), code = ?status.code(), error = %status.message(), "heartbeat failed");
+                        if status.code() == Code::Unavailable {
+                            self.fail_over(&mut route, &mut client);
+                        }
                     }
                     Err(_) => {
                         self.metrics.heartbeats.with_label_values(&["error"]).inc();
-                        tracing::warn!(worker = %self.opts.worker_id, "heartbeat timed out");
+                        tracing::warn!(worker = %self.opts.worker_id, coordinator = %route.current(), "heartbeat timed out");
+                        self.fail_over(&mut route, &mut client);
                     }
                 }
             }
@@ -264,7 +335,14 @@ impl Worker {
                 generation,
             };
             // A refused or failed leave only means the tasks move after lease expiry instead.
-            match tokio::time::timeout(Duration::from_secs(3), client.leave(req)).await {
+            let mut result =
+                tokio::time::timeout(Duration::from_secs(3), client.leave(req.clone())).await;
+            if let Ok(Err(status)) = &result {
+                if self.follow(status, &mut route, &mut client) {
+                    result = tokio::time::timeout(Duration::from_secs(3), client.leave(req)).await;
+                }
+            }
+            match result {
                 Ok(Ok(_)) => tracing::info!(worker = %self.opts.worker_id, "left the coordinator"),
                 Ok(Err(s)) => {
                     tracing::warn!(worker = %self.opts.worker_id, error = %s.message(), "leave refused")
@@ -381,6 +459,7 @@ impl Worker {
 
     async fn release(
         &self,
+        route: &mut Route,
         client: &mut WorkerServiceClient<Channel>,
         generation: u64,
         task_ids: Vec<String>,
@@ -392,12 +471,83 @@ impl Worker {
         };
         // If the release is lost, the coordinator hands the tasks on after lease expiry
         // instead; the next heartbeat lists them as revoked again and we release once more.
-        match client.release(req).await {
+        let mut result = client.release(req.clone()).await;
+        if let Err(status) = &result {
+            if self.follow(status, route, client) {
+                result = client.release(req).await;
+            }
+        }
+        match result {
             Ok(_) => tracing::info!(worker = %self.opts.worker_id, tasks = ?task_ids, "released"),
             Err(s) => {
                 tracing::warn!(worker = %self.opts.worker_id, error = %s.message(), "release failed")
             }
         }
+    }
+}
+
+/// Standby redirects followed in a row before a join backs off (a standby naming a leader
+/// that itself names another is an election in progress).
+const MAX_HOPS: u32 = 3;
+
+/// Where the worker sends its calls: one of the configured addresses, or the active
+/// coordinator a standby named.
+#[derive(Debug)]
+pub struct Route {
+    configured: Vec<String>,
+    index: usize,
+    /// The address a standby named, while we follow it.
+    followed: Option<String>,
+}
+
+impl Route {
+    /// `list`: one address or several separated by commas.
+    pub fn new(list: &str) -> Result<Self, WorkerError> {
+        let configured: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        if configured.is_empty() {
+            return Err(WorkerError::BadAddress {
+                url: list.to_string(),
+                message: "no coordinator address given".to_string(),
+            });
+        }
+        Ok(Route {
+            configured,
+            index: 0,
+            followed: None,
+        })
+    }
+
+    pub fn current(&self) -> &str {
+        self.followed
+            .as_deref()
+            .unwrap_or(&self.configured[self.index])
+    }
+
+    /// Goes to `leader`; false when already there.
+    pub fn follow(&mut self, leader: String) -> bool {
+        if self.current() == leader {
+            return false;
+        }
+        self.followed = Some(leader);
+        true
+    }
+
+    /// Leaves a followed address for the configured ones, or moves to the next configured
+    /// address; false when that is the address already in use (one configured, none followed).
+    pub fn advance(&mut self) -> bool {
+        if self.followed.take().is_some() {
+            return true;
+        }
+        if self.configured.len() == 1 {
+            return false;
+        }
+        self.index = (self.index + 1) % self.configured.len();
+        true
     }
 }
 
@@ -453,5 +603,29 @@ async fn supervise(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_follows_a_leader_and_falls_back_to_the_configured_addresses() {
+        let mut r = Route::new("http://a:7400, http://b:7400").expect("route");
+        assert_eq!(r.current(), "http://a:7400");
+        assert!(r.follow("http://leader:7400".into()));
+        assert!(!r.follow("http://leader:7400".into()), "already there");
+        assert_eq!(r.current(), "http://leader:7400");
+        assert!(r.advance(), "back to the configured address in use");
+        assert_eq!(r.current(), "http://a:7400");
+        assert!(r.advance());
+        assert_eq!(r.current(), "http://b:7400");
+        assert!(r.advance());
+        assert_eq!(r.current(), "http://a:7400");
+
+        let mut one = Route::new("http://a:7400").expect("route");
+        assert!(!one.advance(), "one address: nowhere else to go");
+        assert!(Route::new(" , ").is_err());
     }
 }
