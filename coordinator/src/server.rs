@@ -11,8 +11,8 @@
 use crate::admission::Admission;
 use crate::auth::AdminAuth;
 use crate::control::{Control, ControlError, Timing, WorkerView};
-use crate::events::{Level, RecentEvents};
 use crate::election::{Elector, Identity, LeaderInfo, Leadership};
+use crate::events::{Level, RecentEvents};
 use crate::metrics::Metrics;
 use crate::state::{StateError, StateStore};
 use crate::tls::{TlsError, TlsFiles};
