@@ -4,57 +4,88 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n== %s ==\n' "$*"; }
+log() { printf '\n== %s (at %ss) ==\n' "$*" "$SECONDS"; }
 
 log "toolchain"
+# Each step's elapsed time is printed, for the CI time budget.
+trap 'echo "(run.sh: ${SECONDS}s in all)"' EXIT
 cargo --version
 rustc --version
 
 log "test servers"
 # Where cargo and pip put their programs, whatever the caller's PATH says.
 export PATH="$HOME/.cargo/bin:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
-# tansu: a Kafka-compatible broker for the end-to-end and fault suites, with its SQLite
-# storage engine (its object-store engine misreports high watermarks; see tests/common).
-# About 15 minutes to build on 2 cores, once; the binary stays in ~/.cache/lockstep.
+# Programs only cargo can build go to the background, so they compile while the lints and the
+# workspace build below run (on 2 cores the two overlap in each other's serial phases):
+# - tansu: a Kafka-compatible broker for the end-to-end and fault suites, with its SQLite
+#   storage engine (its object-store engine misreports high watermarks; see tests/common).
+#   About 15 minutes to build on 2 cores, once; the binary stays in ~/.cache/lockstep.
+# - cargo-fuzz: runs the libFuzzer targets in fuzz/ (the fuzz step below).
 TANSU_ROOT="$HOME/.cache/lockstep/tansu-0.6.0-sql"
-if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
-  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$TANSU_ROOT"
-fi
 export PATH="$TANSU_ROOT/bin:$PATH"
-tansu --version 2>/dev/null || true
-# moto_server: S3, for the object-store tests.
+CARGO_TOOLS_LOG="$(mktemp)"
+(
+  set -e
+  if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$TANSU_ROOT"
+  fi
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --version 0.13.2 --locked
+  fi
+) >"$CARGO_TOOLS_LOG" 2>&1 &
+CARGO_TOOLS_PID=$!
+wait_cargo_tools() {
+  if ! wait "$CARGO_TOOLS_PID"; then
+    tail -n 40 "$CARGO_TOOLS_LOG"
+    echo "installing tansu or cargo-fuzz failed (log above)" >&2
+    exit 1
+  fi
+}
+
+# Debian packages, in one apt run: promtool and prometheus (tests/observability.rs checks and
+# unit-tests dashboards/alerts.yml, and runs prometheus itself on a free loopback port with a
+# temporary data folder, never as the package's service); chromium and chromium-driver
+# (tests/status_page_browser.rs); npm for azurite; curl. rclone and kcat are only the
+# benchmarks' baselines: installed when possible, skipped by the benches otherwise.
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+AZURITE_DIR="${LOCKSTEP_TOOLS:-$HOME/.cache/lockstep}/azurite"
+if ! command -v azurite-blob >/dev/null 2>&1 && [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+fi
+optional=()
+command -v rclone >/dev/null 2>&1 || optional+=(rclone)
+command -v kcat >/dev/null 2>&1 || optional+=(kcat)
+if [ "${#need[@]}" -gt 0 ] || [ "${#optional[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    if [ "${#need[@]}" -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+    fi
+    if [ "${#optional[@]}" -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${optional[@]}" \
+        || echo "not installed: ${optional[*]} (benchmark baselines only)"
+    fi
+  elif [ "${#need[@]}" -gt 0 ]; then
+    echo "not root: install these Debian packages first: ${need[*]}" >&2
+    exit 1
+  fi
+fi
+promtool --version 2>&1 | head -n 1
+chromium --version 2>/dev/null || true
+# moto_server: S3, for the object-store and standby tests.
 if ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet "moto[server]"
 fi
-command -v curl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl; }
 # PyYAML: tests/deploy.rs parses the Kubernetes manifests with it (no cluster needed).
 python3 -c "import yaml" 2>/dev/null || python3 -m pip install --quiet pyyaml
 # azurite: Azure Blob emulator for the object sync tests (npm, into a cache folder; the
 # harness finds it there, or on PATH, or under $LOCKSTEP_TOOLS/azurite).
-AZURITE_DIR="${LOCKSTEP_TOOLS:-$HOME/.cache/lockstep}/azurite"
 if ! command -v azurite-blob >/dev/null 2>&1 && [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
-  command -v npm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq npm; }
   npm install --silent --no-audit --no-fund --prefix "$AZURITE_DIR" azurite
-fi
-# prometheus and promtool (Debian's package) for tests/observability.rs: promtool checks and
-# unit-tests dashboards/alerts.yml; the prometheus binary is run by the test itself on a free
-# loopback port with a temporary data folder (never as the package's service).
-if ! command -v promtool >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
-fi
-promtool --version 2>&1 | head -n 1
-# rclone: only the object sync benchmark's baseline (not a test). Installed when we can; the
-# benchmark shows "-" for rclone without it.
-if ! command -v rclone >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    { apt-get update -qq && apt-get install -y -qq rclone; } || echo "rclone not installed: the objects bench will skip it"
-  else
-    echo "not root: rclone not installed; the objects bench will skip it"
-  fi
-fi
-# cargo-fuzz: runs the libFuzzer targets in fuzz/ (see the fuzz step below).
-if ! command -v cargo-fuzz >/dev/null 2>&1; then
-  cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 
 log "format and lints"
@@ -62,7 +93,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "tests"
-# Integration tests start real lockstep processes; they pick free loopback ports themselves.
+# Build every test first (while tansu may still compile), then run them once the test
+# servers cargo builds are there. Integration tests start real lockstep processes and
+# servers; they pick free loopback ports themselves.
+cargo test --workspace --all-targets --locked --no-run
+wait_cargo_tools
+tansu --version 2>/dev/null || true
 cargo test --workspace --all-targets --locked -- --test-threads 2
 
 log "fuzz"
