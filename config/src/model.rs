@@ -202,6 +202,27 @@ impl ObjectStore {
             options: BTreeMap::new(),
         }
     }
+
+    /// `service://bucket/root at endpoint`, for errors, logs and the status page: where the
+    /// store is, never a credential.
+    pub fn describe(&self) -> String {
+        let place = self
+            .bucket
+            .as_deref()
+            .or(self.container.as_deref())
+            .unwrap_or("");
+        let mut s = format!("{}://{place}", self.service.as_str());
+        if !self.root.is_empty() {
+            if !place.is_empty() && !self.root.starts_with('/') {
+                s.push('/');
+            }
+            s.push_str(&self.root);
+        }
+        if let Some(e) = &self.endpoint {
+            s.push_str(&format!(" at {e}"));
+        }
+        s
+    }
 }
 
 /// An upstream input every site must receive.

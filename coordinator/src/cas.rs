@@ -104,7 +104,7 @@ enum Backend {
 impl CasStore {
     /// A store over `config`; each object-store call gives up after `timeout`.
     pub fn new(config: &ObjectStore, timeout: Duration) -> Result<Self, CasError> {
-        let what = describe(config);
+        let what = config.describe();
         let backend = match config.service {
             StoreService::Fs => Backend::Fs {
                 root: PathBuf::from(&config.root),
@@ -422,26 +422,6 @@ fn fs_write(
     }
     // The lock goes with `lock` when it is dropped here.
     Ok(Some(fs_tag(bytes)))
-}
-
-/// `service://bucket/root at endpoint`: never a credential.
-pub fn describe(store: &ObjectStore) -> String {
-    let place = store
-        .bucket
-        .as_deref()
-        .or(store.container.as_deref())
-        .unwrap_or("");
-    let mut s = format!("{}://{place}", store.service.as_str());
-    if !store.root.is_empty() {
-        if !place.is_empty() && !store.root.starts_with('/') {
-            s.push('/');
-        }
-        s.push_str(&store.root);
-    }
-    if let Some(e) = &store.endpoint {
-        s.push_str(&format!(" at {e}"));
-    }
-    s
 }
 
 /// An opendal operator for an s3 or azblob state store: typed fields, then `options` passed

@@ -11,7 +11,7 @@
 use crate::drift::{DriftReport, Verdict};
 use crate::events::{Event, Level};
 use crate::http::{StatusView, TaskView};
-use lockstep_config::{Config, FlowKind, ObjectStore, SourceKind, TopicSelector};
+use lockstep_config::{Config, FlowKind, SourceKind, TopicSelector};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -190,16 +190,6 @@ fn without_userinfo(url: &str) -> String {
     }
 }
 
-fn store_label(s: &ObjectStore) -> String {
-    let place = s.bucket.as_deref().or(s.container.as_deref()).unwrap_or("");
-    let root = s.root.trim_matches('/');
-    match (place.is_empty(), root.is_empty()) {
-        (true, _) => format!("{} {}", s.service.as_str(), s.root),
-        (false, true) => format!("{}://{place}", s.service.as_str()),
-        (false, false) => format!("{}://{place}/{root}", s.service.as_str()),
-    }
-}
-
 /// Worst verdict per site over every datasource the site appears in.
 fn site_verdicts(drift: Option<&DriftReport>) -> BTreeMap<&str, Verdict> {
     let rank = |v: Verdict| match v {
@@ -257,7 +247,7 @@ fn sites_section(d: &PageData) -> Markup {
                             td { @match verdicts.get(site.name.as_str()) { Some(v) => (verdict_badge(v.as_str())), None => span.muted { "–" } } }
                             td { code { (without_userinfo(&site.druid.router_url)) } }
                             td { @match &site.kafka { Some(k) => code { (k.bootstrap_servers) }, None => span.muted { "–" } } }
-                            td { @match &site.store { Some(s) => code { (store_label(s)) }, None => span.muted { "–" } } }
+                            td { @match &site.store { Some(s) => code { (s.describe()) }, None => span.muted { "–" } } }
                             td.num { (running) " / " (total) }
                         }
                     }
@@ -287,7 +277,7 @@ fn flows_section(d: &PageData) -> Markup {
                         tr data-flow=(f.name) {
                             td { b { (f.name) } }
                             td { @match &f.kind { FlowKind::Kafka(_) => "kafka", FlowKind::Objects(_) => "objects" } }
-                            td { (f.source) @if let Some(s) = source { " " span.muted { "(" (match &s.kind { SourceKind::Kafka(k) => k.bootstrap_servers.clone(), SourceKind::Objects(o) => store_label(o) }) ")" } } }
+                            td { (f.source) @if let Some(s) = source { " " span.muted { "(" (match &s.kind { SourceKind::Kafka(k) => k.bootstrap_servers.clone(), SourceKind::Objects(o) => o.describe() }) ")" } } }
                             td { (f.sites.join(", ")) }
                             td { @match &f.kind {
                                 FlowKind::Kafka(k) => @match &k.topics {

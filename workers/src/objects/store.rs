@@ -31,26 +31,6 @@ pub struct StoreError {
     pub source: opendal::Error,
 }
 
-/// A short, credential-free description of a store for errors and logs.
-pub fn describe(store: &ObjectStore) -> String {
-    let place = store
-        .bucket
-        .as_deref()
-        .or(store.container.as_deref())
-        .unwrap_or("");
-    let mut s = format!("{}://{place}", store.service.as_str());
-    if !store.root.is_empty() {
-        if !place.is_empty() && !store.root.starts_with('/') {
-            s.push('/');
-        }
-        s.push_str(&store.root);
-    }
-    if let Some(e) = &store.endpoint {
-        s.push_str(&format!(" at {e}"));
-    }
-    s
-}
-
 /// The opendal options for a store: typed fields first, then `options` passed through (they
 /// win, so an operator can set anything opendal knows).
 fn options(store: &ObjectStore) -> HashMap<String, String> {
@@ -113,7 +93,7 @@ pub fn operator(store: &ObjectStore) -> Result<Operator, StoreError> {
         StoreService::Fs => Operator::from_iter::<opendal::services::Fs>(opts),
     }
     .map_err(|source| StoreError {
-        what: describe(store),
+        what: store.describe(),
         source,
     })?;
     Ok(op
@@ -158,7 +138,7 @@ mod tests {
         s.access_key_id = Some("AKIA".into());
         s.secret_access_key = Some(Secret::new("hunter2"));
         s.endpoint = Some("http://127.0.0.1:9000".into());
-        let d = describe(&s);
+        let d = s.describe();
         assert_eq!(d, "s3://input/landing at http://127.0.0.1:9000");
         assert!(!d.contains("hunter2"));
         // The secret reaches opendal's options, and only them.

@@ -250,7 +250,7 @@ impl Syncer {
             .recursive(true)
             .await
             .map_err(|source| SyncError::List {
-                what: format!("source {}", store::describe(&self.spec.source)),
+                what: format!("source {}", self.spec.source.describe()),
                 source,
             })?;
         let mut listing = true;
@@ -341,7 +341,7 @@ impl Syncer {
                         Some(Err(source)) => {
                             self.fail("list", &self.src_prefix.clone(), &source.to_string(), &mut report);
                             outcome = Err(SyncError::List {
-                                what: format!("source {}", store::describe(&self.spec.source)),
+                                what: format!("source {}", self.spec.source.describe()),
                                 source,
                             });
                             jobs_cancel.cancel();
@@ -469,7 +469,7 @@ impl Syncer {
         slots: &mut BTreeMap<String, Slot>,
         shutdown: &CancellationToken,
     ) -> Result<(), SyncError> {
-        let what = || format!("target {}", store::describe(&self.spec.target));
+        let what = || format!("target {}", self.spec.target.describe());
         let mut lister = self
             .target
             .lister_with(&self.dst_prefix)
