@@ -297,8 +297,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let mut last_checked = String::new();
     let mut first_in_sync: Option<Duration> = None;
     let mut in_sync_after_burst = false;
-    // When (monotonic), rows dropped, when (epoch ms).
-    let mut injected: Option<(Instant, u64, i64)> = None;
+    // When: monotonic, since the start, epoch ms.
+    let mut injected: Option<(Instant, Duration, i64)> = None;
     let mut detected: Option<Duration> = None;
     let mut load_done = false;
     let mut failure: Option<anyhow::Error> = None;
@@ -388,9 +388,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     // caught-up sites and names the one that lost rows.
                     let _ = hold_tx.send(true);
                     let dropped = emulators[1].faults().drop_rows(CLICKS, fault_hour, fault_hour + HOUR_MS);
-                    injected = Some((Instant::now(), dropped, lockstep_coordinator::drift::poller::now_ms()));
+                    injected = Some((
+                        Instant::now(),
+                        started.elapsed(),
+                        lockstep_coordinator::drift::poller::now_ms(),
+                    ));
                     println!(
-                        "fault injected: {FAULT_SITE}'s Druid lost the {CLICKS} rows of the hour {} ({dropped} rows; rows arriving for that hour are dropped too)  [{:.1}s]{}",
+                        "fault injected: {FAULT_SITE}'s Druid lost the {CLICKS} rows of the hour {} ({dropped} rows dropped now; rows arriving for that hour are dropped too)  [{:.1}s]{}",
                         lockstep_coordinator::druid::format_time(fault_hour),
                         started.elapsed().as_secs_f64(),
                         if first_in_sync.is_none() { " (drift has not been in_sync yet)" } else { "" }
@@ -454,11 +458,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         None => println!("summary: drift was not seen in_sync"),
     }
     match (injected, detected) {
-        (Some((_, rows, _)), Some(after)) => println!(
-            "summary: fault injected ({rows} rows lost at {FAULT_SITE}), detected {:.1}s later",
+        (Some((_, at, _)), Some(after)) => println!(
+            "summary: fault injected at {FAULT_SITE} at {:.1}s, detected {:.1}s later",
+            at.as_secs_f64(),
             after.as_secs_f64()
         ),
-        (Some(_), None) => println!("summary: fault injected, not detected before the end"),
+        (Some((_, at, _)), None) => println!(
+            "summary: fault injected at {FAULT_SITE} at {:.1}s, not detected before the end",
+            at.as_secs_f64()
+        ),
         (None, _) => println!("summary: no fault injected"),
     }
     if let Some(e) = failure {
