@@ -13,8 +13,9 @@
 //! It prints where to look, replication progress, one line per drift poll (read from the
 //! coordinator's `/api/v1/drift`, see [`view`]), then injects a fault (site-b's Druid loses
 //! the rows of one past hour) and prints when the drift engine reports it. At `--duration` or
-//! on Ctrl-C / SIGTERM it stops the load, the workers (which leave), the coordinator, the
-//! emulators and the clusters, in that order, joins them all and exits 0.
+//! on Ctrl-C / SIGTERM it stops the load, the workers (which leave), the coordinator and the
+//! emulators, in that order, joins them, and exits 0 (the in-process Kafka clusters go with
+//! the process).
 //!
 //! The stdout lines `drift: <datasource> <verdict> ...`, `fault injected: ...`,
 //! `fault detected: <datasource> diverged ... site-b ...` and `demo finished`, and the
@@ -91,8 +92,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot create {}", root.join(sub).display()))?;
     }
 
-    // Kafka. The clusters are not Send: they stay in this (never spawned) future and are
-    // dropped last, once nothing uses them any more.
+    // Kafka. The clusters are not Send: they stay in this (never spawned) future and live
+    // until the process exits.
     let source = mock_cluster("source")?;
     let site_kafka = [mock_cluster("site-a")?, mock_cluster("site-b")?];
 
@@ -296,7 +297,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let mut last_checked = String::new();
     let mut first_in_sync: Option<Duration> = None;
     let mut in_sync_after_burst = false;
-    let mut injected: Option<(Instant, u64)> = None;
+    // When: monotonic, since the start, epoch ms.
+    let mut injected: Option<(Instant, Duration, i64)> = None;
     let mut detected: Option<Duration> = None;
     let mut load_done = false;
     let mut failure: Option<anyhow::Error> = None;
@@ -330,22 +332,29 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     if report.checked_at != last_checked {
                         last_checked = report.checked_at.clone();
                         let at = started.elapsed();
+                        // A check that started before the injection cannot see the fault.
+                        let checked = lockstep_coordinator::druid::parse_time(&report.checked_at).unwrap_or(0);
+                        let stale = injected.is_some_and(|(_, _, wall)| checked < wall);
                         for ds in &report.datasources {
-                            println!("{}  [{:.1}s]", view::line(ds), at.as_secs_f64());
+                            println!(
+                                "{}  [{:.1}s]{}",
+                                view::line(ds),
+                                at.as_secs_f64(),
+                                if stale { " (check started before the fault)" } else { "" }
+                            );
                             // In sync once the sites hold data, not while both are empty.
                             let has_rows = ds.sites.iter().all(|s| s.rows.is_some_and(|r| r > 0));
                             if ds.verdict == "in_sync" && has_rows {
                                 first_in_sync.get_or_insert(at);
                                 // Caught up after a burst too: lagging and in_sync have both
                                 // been shown; time for the fault.
-                                let checked = lockstep_coordinator::druid::parse_time(&report.checked_at).unwrap_or(0);
                                 if counters.bursts.load(Ordering::Relaxed) > 0
                                     && checked > counters.last_burst_end_ms.load(Ordering::Relaxed)
                                 {
                                     in_sync_after_burst = true;
                                 }
                             }
-                            let Some((when, _)) = injected else { continue };
+                            let Some((when, _, _)) = injected else { continue };
                             if detected.is_some() || ds.datasource != CLICKS {
                                 continue;
                             }
@@ -379,9 +388,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     // caught-up sites and names the one that lost rows.
                     let _ = hold_tx.send(true);
                     let dropped = emulators[1].faults().drop_rows(CLICKS, fault_hour, fault_hour + HOUR_MS);
-                    injected = Some((Instant::now(), dropped));
+                    injected = Some((
+                        Instant::now(),
+                        started.elapsed(),
+                        lockstep_coordinator::drift::poller::now_ms(),
+                    ));
                     println!(
-                        "fault injected: {FAULT_SITE}'s Druid lost the {CLICKS} rows of the hour {} ({dropped} rows; rows arriving for that hour are dropped too)  [{:.1}s]{}",
+                        "fault injected: {FAULT_SITE}'s Druid lost the {CLICKS} rows of the hour {} ({dropped} rows dropped now; rows arriving for that hour are dropped too)  [{:.1}s]{}",
                         lockstep_coordinator::druid::format_time(fault_hour),
                         started.elapsed().as_secs_f64(),
                         if first_in_sync.is_none() { " (drift has not been in_sync yet)" } else { "" }
@@ -392,7 +405,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     }
 
     // Stop everything, in order, and join it all.
-    println!("stopping: load, workers (they leave), coordinator, Druid emulators, Kafka clusters");
+    println!("stopping: load, workers (they leave), coordinator, Druid emulators");
     load_stop.cancel();
     if !load_done {
         match load_task.await {
@@ -431,12 +444,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     for emu in emulators {
         emu.shutdown().await;
     }
-    // The emulators' consumers run on plain threads that notice the shutdown within their
-    // poll time (100 ms) and offset refresh (250 ms); let them close their Kafka clients
-    // before the clusters go, or librdkafka logs "all brokers down" on the way out.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    drop(site_kafka);
-    drop(source);
+    // The Kafka clusters are not destroyed here but left to the process exit, which follows:
+    // work that outlives its owner may still hold clients of them for a while (a drift
+    // check the coordinator abandoned at shutdown reads Kafka on the blocking pool until its
+    // calls return; the emulators' consumer threads close on their own time), and destroying
+    // a cluster under a live client makes librdkafka log "all brokers down" errors.
+    std::mem::forget(site_kafka);
+    std::mem::forget(source);
 
     println!();
     match first_in_sync {
@@ -444,11 +458,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         None => println!("summary: drift was not seen in_sync"),
     }
     match (injected, detected) {
-        (Some((_, rows)), Some(after)) => println!(
-            "summary: fault injected ({rows} rows lost at {FAULT_SITE}), detected {:.1}s later",
+        (Some((_, at, _)), Some(after)) => println!(
+            "summary: fault injected at {FAULT_SITE} at {:.1}s, detected {:.1}s later",
+            at.as_secs_f64(),
             after.as_secs_f64()
         ),
-        (Some(_), None) => println!("summary: fault injected, not detected before the end"),
+        (Some((_, at, _)), None) => println!(
+            "summary: fault injected at {FAULT_SITE} at {:.1}s, not detected before the end",
+            at.as_secs_f64()
+        ),
         (None, _) => println!("summary: no fault injected"),
     }
     if let Some(e) = failure {
