@@ -6,6 +6,9 @@
 //! MIRROR_BENCH_RECORDS=16000 cargo bench -p lockstep-workers --bench mirror
 //! ```
 //!
+//! Without `--bench` (as `cargo test --all-targets` runs it, in debug mode) it is a smoke
+//! run of 400 records through every phase; its figures mean nothing.
+//!
 //! `MIRROR_BENCH_RECORDS` sets N, the number of records (default 32,000). Each record has a
 //! 16-byte key, a 1 KiB ASCII value and two headers; they are spread round-robin over the 8
 //! partitions of `bench-src`. The mock cluster prunes old data at about 5 MiB per partition,
@@ -31,9 +34,8 @@
 //!
 //! MB/s counts key + value bytes, with MB = 2^20 bytes.
 
-use lockstep_proto as pb;
+use lockstep_workers::kafka::testkit::{FlowToml, RunningTask};
 use lockstep_workers::metrics::WorkerMetrics;
-use lockstep_workers::{LeaseGuard, Progress, TaskContext, TaskFactory};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -41,15 +43,15 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 8;
 const KEY_LEN: usize = 16;
 const VALUE_LEN: usize = 1024;
 const RECORD_BYTES: f64 = (KEY_LEN + VALUE_LEN) as f64;
 const DEFAULT_RECORDS: usize = 32_000;
+/// Records in the smoke run (without `--bench`).
+const SMOKE_RECORDS: usize = 400;
 const PHASE_LIMIT: Duration = Duration::from_secs(120);
 const SRC: &str = "bench-src";
 const DST: &str = "bench-dst";
@@ -256,68 +258,20 @@ fn consume_only(bootstrap: &str, n: usize) -> Result<Measured, String> {
     })
 }
 
-fn mirror_config_json(bootstrap: &str) -> String {
-    let text = format!(
-        r#"
-[[sites]]
-name = "{SITE}"
-druid.router_url = "http://127.0.0.1:1"
-kafka.bootstrap_servers = "{bootstrap}"
-
-[[sources]]
-name = "{SOURCE}"
-kind = "kafka"
-kafka.bootstrap_servers = "{bootstrap}"
-
-[[flows]]
-name = "{FLOW}"
-kind = "kafka"
-source = "{SOURCE}"
-topics = ["{SRC}"]
-target_topic = "{DST}"
-"#
-    );
-    let config =
-        lockstep_config::parse(&text, "bench.toml", None, &|_| None).expect("bench config parses");
-    serde_json::json!({
-        "flow": config.flows[0],
-        "source": config.sources[0],
-        "site": config.sites[0],
-    })
-    .to_string()
-}
-
 /// Phase 3: the real mirror task, one slot owning all partitions.
 async fn mirror(bootstrap: &str, n: usize) -> Result<Measured, String> {
-    let spec = pb::TaskSpec {
-        task_id: format!("{FLOW}/{SITE}/0"),
-        kind: "kafka".into(),
-        flow: FLOW.into(),
-        site: SITE.into(),
-        index: 0,
-        count: 1,
-        config_json: mirror_config_json(bootstrap),
-        assigned_generation: 1,
-    };
+    let spec = FlowToml::new(FLOW, &[SRC], (SOURCE, bootstrap), (SITE, bootstrap))
+        .flow_lines(&format!("target_topic = {DST:?}"))
+        .task_spec(0, 1)?;
     let metrics = WorkerMetrics::new();
     let delivered = metrics.mirror_records.with_label_values(&[FLOW, SITE]);
-    let factory = lockstep_workers::kafka::KafkaFactory {
-        metrics: metrics.clone(),
-    };
-    let task = factory
-        .create(&spec)
-        .map_err(|e| format!("create task: {e}"))?;
-    let cancel = CancellationToken::new();
-    let progress = Progress::new(&spec.task_id);
-    let ctx = TaskContext {
-        spec: Arc::new(spec),
-        shutdown: cancel.clone(),
-        lease: LeaseGuard::unbounded(),
-        progress: progress.clone(),
-    };
     let started = Instant::now();
     let deadline = started + PHASE_LIMIT;
-    let mut handle = tokio::spawn(task.run(ctx));
+    let RunningTask {
+        cancel,
+        progress,
+        mut handle,
+    } = RunningTask::start(spec, &metrics).map_err(|e| format!("create task: {e}"))?;
     let n64 = n as u64;
     // (time, delivered count) when the first delivery was seen, and when N were.
     let mut first: Option<(Duration, u64)> = None;
@@ -608,12 +562,14 @@ fn summary_line(name: &str, r: &Result<Measured, String>) -> String {
 }
 
 fn main() {
-    // cargo passes --bench (and libtest-style flags); nothing else is taken from the command line.
-    let _ignored: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a.starts_with('-'))
-        .collect();
-    let n = records_from_env();
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it, in
+    // debug mode, as a smoke test: a few records through every phase, figures meaningless.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let n = if bench {
+        records_from_env()
+    } else {
+        SMOKE_RECORDS
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -636,6 +592,9 @@ fn main() {
         "mirror bench: {n} records x 1 KiB ({} bytes key+value), {PARTITIONS} partitions, mock cluster at {bootstrap}",
         KEY_LEN + VALUE_LEN
     );
+    if !bench {
+        println!("  smoke run (no --bench): the figures below mean nothing");
+    }
     if n > PARTITIONS as usize * 4_000 {
         println!("  WARNING: more than 4,000 records per partition; the mock may prune the source");
     }

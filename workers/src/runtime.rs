@@ -552,19 +552,23 @@ impl Route {
 }
 
 /// Runs one task, restarting it with backoff after failures, until cancelled.
+/// The longest wait before a failed task is started again.
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(60);
+
 async fn supervise(
     factory: Option<Arc<dyn TaskFactory>>,
     ctx: TaskContext,
     metrics: WorkerMetrics,
 ) {
-    let mut delays = backon::ExponentialBuilder::default()
+    let backoff = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(60))
-        .without_max_times()
-        .build();
+        .with_max_delay(RESTART_DELAY_MAX)
+        .without_max_times();
+    let mut delays = backoff.build();
     let progress = ctx.progress.clone();
     loop {
         progress.set_state(pb::TaskState::Starting, "");
+        let started = tokio::time::Instant::now();
         let result = match &factory {
             None => Err(TaskError::Unsupported(ctx.spec.kind.clone())),
             Some(f) => match f.create(&ctx.spec) {
@@ -586,7 +590,12 @@ async fn supervise(
                 return;
             }
             Err(e) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(60));
+                // A run that lasted past the longest delay was healthy: a failure after it
+                // starts the backoff over instead of waiting the longest delay again.
+                if started.elapsed() >= RESTART_DELAY_MAX {
+                    delays = backoff.build();
+                }
+                let delay = delays.next().unwrap_or(RESTART_DELAY_MAX);
                 tracing::error!(error = %e, retry_in = ?delay, "task failed");
                 metrics.task_failures.inc();
                 progress.update(|p| {

@@ -1,18 +1,16 @@
 //! Fast tests of the Kafka mirror task on librdkafka's in-process mock clusters: content
 //! equality per partition, resume without duplicates, gaps, and the oversize policies.
 
-use lockstep_proto as pb;
 use lockstep_workers::kafka::headers;
+use lockstep_workers::kafka::testkit::{FlowToml, RunningTask};
 use lockstep_workers::metrics::WorkerMetrics;
-use lockstep_workers::{LeaseGuard, Progress, TaskContext, TaskFactory};
+use lockstep_workers::Progress;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// One record as compared between source and target.
 #[derive(Debug, PartialEq, Eq, Clone)]
@@ -131,93 +129,38 @@ fn read_partition(bootstrap: &str, topic: &str, partition: i32) -> Vec<(i64, Rec
     out
 }
 
-fn config_json(
+/// Flow "f" of topic "events" from `source` into `site`, re-scanned every second, plus the
+/// `[[flows]]` lines in `extra`.
+fn flow(
     source: &str,
     site: &str,
     site_bootstrap: &str,
     source_bootstrap: &str,
     extra: &str,
-) -> String {
-    let text = format!(
-        r#"
-[[sites]]
-name = "{site}"
-druid.router_url = "http://127.0.0.1:1"
-kafka.bootstrap_servers = "{site_bootstrap}"
-
-[[sources]]
-name = "{source}"
-kind = "kafka"
-kafka.bootstrap_servers = "{source_bootstrap}"
-
-[[flows]]
-name = "f"
-kind = "kafka"
-source = "{source}"
-topics = ["events"]
-discovery_interval = "1s"
-{extra}
-"#
-    );
-    let config = lockstep_config::parse(&text, "test.toml", None, &|_| None).expect("config");
-    serde_json::json!({
-        "flow": config.flows[0],
-        "source": config.sources[0],
-        "site": config.sites[0],
-    })
-    .to_string()
+) -> FlowToml {
+    FlowToml::new(
+        "f",
+        &["events"],
+        (source, source_bootstrap),
+        (site, site_bootstrap),
+    )
+    .flow_lines("discovery_interval = \"1s\"")
+    .flow_lines(extra)
 }
 
-struct Running {
-    cancel: CancellationToken,
-    progress: Progress,
-    handle: tokio::task::JoinHandle<Result<(), lockstep_workers::TaskError>>,
-}
-
-fn start_task(
-    config_json: String,
-    site: &str,
-    index: u32,
-    count: u32,
-    metrics: &WorkerMetrics,
-) -> Running {
-    let spec = pb::TaskSpec {
-        task_id: format!("f/{site}/{index}"),
-        kind: "kafka".into(),
-        flow: "f".into(),
-        site: site.into(),
-        index,
-        count,
-        config_json,
-        assigned_generation: 1,
-    };
+/// Slot `index` of `count` of the flow, started.
+fn start_task(flow: &FlowToml, index: u32, count: u32, metrics: &WorkerMetrics) -> RunningTask {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
-    let factory = lockstep_workers::kafka::KafkaFactory {
-        metrics: metrics.clone(),
-    };
-    let task = factory.create(&spec).expect("create");
-    let cancel = CancellationToken::new();
-    let progress = Progress::new(&spec.task_id);
-    let ctx = TaskContext {
-        spec: Arc::new(spec),
-        shutdown: cancel.clone(),
-        lease: LeaseGuard::unbounded(),
-        progress: progress.clone(),
-    };
-    let handle = tokio::spawn(task.run(ctx));
-    Running {
-        cancel,
-        progress,
-        handle,
-    }
+    let spec = flow.task_spec(index, count).expect("config");
+    RunningTask::start(spec, metrics).expect("create")
 }
 
-async fn wait_mirrored(tasks: &mut [&mut Running], expected: u64, within: Duration) {
+async fn wait_mirrored(tasks: &mut [&mut RunningTask], expected: u64, within: Duration) {
     let deadline = Instant::now() + within;
     let progress: Vec<Progress> = tasks.iter().map(|t| t.progress.clone()).collect();
     loop {
@@ -241,11 +184,6 @@ async fn wait_mirrored(tasks: &mut [&mut Running], expected: u64, within: Durati
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn stop(r: Running) -> Result<(), lockstep_workers::TaskError> {
-    r.cancel.cancel();
-    r.handle.await.expect("task panicked")
 }
 
 /// The target record must be the source record plus lockstep's headers.
@@ -310,21 +248,9 @@ async fn mirrors_200k_records_over_8_partitions_to_two_sites() {
 
     let metrics = WorkerMetrics::new();
     // Site a: one task owns all partitions. Site b: two slots share them.
-    let mut ta = start_task(config_json("up", "a", &a, &src, ""), "a", 0, 1, &metrics);
-    let mut tb0 = start_task(
-        config_json("up", "b", &b, &src, "tasks = 2"),
-        "b",
-        0,
-        2,
-        &metrics,
-    );
-    let mut tb1 = start_task(
-        config_json("up", "b", &b, &src, "tasks = 2"),
-        "b",
-        1,
-        2,
-        &metrics,
-    );
+    let mut ta = start_task(&flow("up", "a", &a, &src, ""), 0, 1, &metrics);
+    let mut tb0 = start_task(&flow("up", "b", &b, &src, "tasks = 2"), 0, 2, &metrics);
+    let mut tb1 = start_task(&flow("up", "b", &b, &src, "tasks = 2"), 1, 2, &metrics);
     let started = Instant::now();
     wait_mirrored(&mut [&mut ta], 200_000, Duration::from_secs(60)).await;
     wait_mirrored(&mut [&mut tb0, &mut tb1], 200_000, Duration::from_secs(60)).await;
@@ -340,7 +266,7 @@ async fn mirrors_200k_records_over_8_partitions_to_two_sites() {
         8
     );
     for r in [ta, tb0, tb1] {
-        stop(r).await.expect("clean stop");
+        r.stop().await.expect("clean stop");
     }
 
     let (src3, a3, b3) = (src.clone(), a.clone(), b.clone());
@@ -373,17 +299,17 @@ async fn resumes_after_the_last_mirrored_record_without_duplicates() {
         .await
         .expect("produce");
     let metrics = WorkerMetrics::new();
-    let cfg = config_json("up", "a", &dst, &src, "");
-    let mut t = start_task(cfg.clone(), "a", 0, 1, &metrics);
+    let cfg = flow("up", "a", &dst, &src, "");
+    let mut t = start_task(&cfg, 0, 1, &metrics);
     wait_mirrored(&mut [&mut t], 5_000, Duration::from_secs(60)).await;
-    stop(t).await.expect("stop");
+    t.stop().await.expect("stop");
 
     // More records arrive while no task runs; a new task resumes exactly where the last stopped.
     let s2 = src.clone();
     tokio::task::spawn_blocking(move || produce(&s2, "events", 2, 3_000, 32, 5_000))
         .await
         .expect("produce");
-    let mut t = start_task(cfg, "a", 0, 1, &metrics);
+    let mut t = start_task(&cfg, 0, 1, &metrics);
     wait_mirrored(&mut [&mut t], 3_000, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -391,7 +317,7 @@ async fn resumes_after_the_last_mirrored_record_without_duplicates() {
         3_000,
         "only the new records are mirrored"
     );
-    stop(t).await.expect("stop");
+    t.stop().await.expect("stop");
     let (s3, d3) = (src.clone(), dst.clone());
     tokio::task::spawn_blocking(move || {
         for p in 0..2 {
@@ -418,10 +344,10 @@ async fn a_source_truncated_past_the_resume_point_is_a_gap() {
         .await
         .expect("produce");
     let metrics = WorkerMetrics::new();
-    let cfg = config_json("up", "a", &dst, &src, "");
-    let mut t = start_task(cfg.clone(), "a", 0, 1, &metrics);
+    let cfg = flow("up", "a", &dst, &src, "");
+    let mut t = start_task(&cfg, 0, 1, &metrics);
     wait_mirrored(&mut [&mut t], 100, Duration::from_secs(60)).await;
-    stop(t).await.expect("stop");
+    t.stop().await.expect("stop");
 
     // 24 MiB more: the mock cluster prunes old segments (about 5 MiB kept per partition), so
     // the source's low watermark passes offset 100, where the mirror would resume.
@@ -438,7 +364,7 @@ async fn a_source_truncated_past_the_resume_point_is_a_gap() {
         .expect("watermarks");
     assert!(low > 100, "the mock cluster pruned the source (low {low})");
 
-    let mut t = start_task(cfg, "a", 0, 1, &metrics);
+    let mut t = start_task(&cfg, 0, 1, &metrics);
     wait_mirrored(&mut [&mut t], (high - low) as u64, Duration::from_secs(60)).await;
     let snap = t.progress.snapshot();
     assert_eq!(snap.partitions[0].gaps, (low - 100) as u64, "{snap:?}");
@@ -447,7 +373,7 @@ async fn a_source_truncated_past_the_resume_point_is_a_gap() {
         "{}",
         snap.message
     );
-    stop(t).await.expect("stop");
+    t.stop().await.expect("stop");
     let text = metrics.render();
     assert!(
         text.contains("lockstep_mirror_gaps_total{flow=\"f\",site=\"a\"} 1"),
@@ -483,8 +409,7 @@ async fn oversized_records_fail_the_task_or_go_to_the_dead_letter_topic() {
     let metrics = WorkerMetrics::new();
 
     let fail = start_task(
-        config_json("up", "a", &dst, &src, "max_record_bytes = \"16KiB\""),
-        "a",
+        &flow("up", "a", &dst, &src, "max_record_bytes = \"16KiB\""),
         0,
         1,
         &metrics,
@@ -505,15 +430,9 @@ async fn oversized_records_fail_the_task_or_go_to_the_dead_letter_topic() {
         "everything before the oversized record landed"
     );
 
-    let mut dl = start_task(
-        config_json("up", "a", &dst, &src, "max_record_bytes = \"16KiB\"\non_oversize = \"dead_letter\"\ndead_letter_topic = \"events.dlq\""),
-        "a",
-        0,
-        1,
-        &metrics,
-    );
+    let mut dl = start_task(&flow("up", "a", &dst, &src, "max_record_bytes = \"16KiB\"\non_oversize = \"dead_letter\"\ndead_letter_topic = \"events.dlq\""), 0, 1, &metrics);
     wait_mirrored(&mut [&mut dl], 10, Duration::from_secs(30)).await;
-    stop(dl).await.expect("stop");
+    dl.stop().await.expect("stop");
     let d2 = dst.clone();
     let (dlq, target) = tokio::task::spawn_blocking(move || {
         (
@@ -586,27 +505,27 @@ async fn records_from_the_target_site_are_skipped_once_even_across_restarts() {
     .await
     .expect("produce");
     let metrics = WorkerMetrics::new();
-    let cfg = config_json("up", "a", &dst, &src, "");
+    let cfg = flow("up", "a", &dst, &src, "");
 
-    let mut first = start_task(cfg.clone(), "a", 0, 1, &metrics);
+    let mut first = start_task(&cfg, 0, 1, &metrics);
     wait_mirrored(&mut [&mut first], 20, Duration::from_secs(30)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while skipped_loop(&metrics) < 30 {
         assert!(Instant::now() < deadline, "loop records not skipped");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop(first).await.expect("clean stop writes progress");
+    first.stop().await.expect("clean stop writes progress");
     assert_eq!(skipped_loop(&metrics), 30);
 
     // Restart: resumes after the skipped records (from __lockstep_progress), so they are not
     // processed again, and a new record goes through.
-    let mut second = start_task(cfg, "a", 0, 1, &metrics);
+    let mut second = start_task(&cfg, 0, 1, &metrics);
     let s3 = src.clone();
     tokio::task::spawn_blocking(move || produce(&s3, "events", 1, 1, 16, 50))
         .await
         .expect("produce");
     wait_mirrored(&mut [&mut second], 1, Duration::from_secs(30)).await;
-    stop(second).await.expect("stop");
+    second.stop().await.expect("stop");
     assert_eq!(
         skipped_loop(&metrics),
         30,
@@ -645,10 +564,10 @@ async fn transactional_fencing_mirrors_every_record_once() {
         .await
         .expect("produce");
     let metrics = WorkerMetrics::new();
-    let cfg = config_json("up", "a", &dst, &src, "fencing = \"transactions\"");
-    let mut t = start_task(cfg, "a", 0, 1, &metrics);
+    let cfg = flow("up", "a", &dst, &src, "fencing = \"transactions\"");
+    let mut t = start_task(&cfg, 0, 1, &metrics);
     wait_mirrored(&mut [&mut t], 20_000, Duration::from_secs(60)).await;
-    stop(t).await.expect("clean stop commits");
+    t.stop().await.expect("clean stop commits");
     let (d2, s3) = (dst.clone(), src.clone());
     tokio::task::spawn_blocking(move || {
         for p in 0..4 {

@@ -68,7 +68,11 @@ impl Task for MirrorTask {
         let producing = Arc::new(AtomicBool::new(false));
         let flag = producing.clone();
         let c = ctx.clone();
+        // The blocking thread does not inherit the caller's span: carry the task span
+        // (flow, site, task) over, so every event of the loop names its task.
+        let span = tracing::Span::current();
         let mut join = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let mirror = Mirror::start(self.spec, self.metrics, &c, handle)?;
             flag.store(true, Ordering::SeqCst);
             mirror.run(&c)
@@ -399,6 +403,7 @@ impl Mirror {
     /// Highest source offset + 1 found in the tail of a target partition.
     fn resume_from_tail(
         &self,
+        topic: &str,
         target_topic: &str,
         partition: i32,
     ) -> Result<Option<i64>, TaskError> {
@@ -461,13 +466,21 @@ impl Mirror {
         }
         let _ = self.tail.unassign();
         if end > low {
-            tracing::warn!(topic = target_topic, partition, scanned, "no mirrored record in the scanned tail; using the progress record or the start policy");
+            tracing::warn!(topic, partition, target_topic, scanned, "no mirrored record in the scanned tail; using the progress record or the start policy");
         }
         Ok(None)
     }
 
     /// Finds new topics and partitions, prepares their targets and starts consuming them.
     fn discover(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        let fresh = self.new_partitions(ctx)?;
+        self.add_partitions(fresh)
+    }
+
+    /// Source partitions this slot owns and does not mirror yet, with their target topics
+    /// created or grown and their resume points read. Changes nothing the loop depends on, so
+    /// a failure here (a broker too slow to answer in time) can simply be tried again.
+    fn new_partitions(&mut self, ctx: &TaskContext) -> Result<Vec<Part>, TaskError> {
         let src = format!("source {}", self.spec.source_name);
         let tgt = format!("site {}", self.spec.site_name);
         let topics = topics::discover(self.consumer.client(), &src, &self.spec.flow.topics)
@@ -475,7 +488,7 @@ impl Mirror {
         if topics.is_empty() {
             tracing::warn!(selector = ?self.spec.flow.topics, "no source topic matches the flow yet");
         }
-        let mut added = false;
+        let mut fresh = Vec::new();
         for (topic, count) in &topics {
             let target_topic = topics::target_name(&self.spec.flow.target_topic, topic);
             let existing = topics::partition_count(self.tail.client(), &tgt, &target_topic)
@@ -507,8 +520,7 @@ impl Mirror {
                     continue;
                 }
                 let (next, gaps) = self.resume_point(topic, &target_topic, p, ctx)?;
-                let i = self.parts.len();
-                self.parts.push(Part {
+                fresh.push(Part {
                     topic: topic.clone(),
                     target_topic: target_topic.clone(),
                     partition: p,
@@ -521,14 +533,26 @@ impl Mirror {
                     gaps,
                     skipped_since_write: false,
                 });
-                self.index.entry(topic.clone()).or_default().insert(p, i);
-                added = true;
             }
         }
-        if added {
-            self.assign()?;
-            tracing::info!(partitions = self.parts.len(), "mirroring");
+        Ok(fresh)
+    }
+
+    /// Starts consuming the given partitions (with all the others).
+    fn add_partitions(&mut self, fresh: Vec<Part>) -> Result<(), TaskError> {
+        if fresh.is_empty() {
+            return Ok(());
         }
+        for part in fresh {
+            let i = self.parts.len();
+            self.index
+                .entry(part.topic.clone())
+                .or_default()
+                .insert(part.partition, i);
+            self.parts.push(part);
+        }
+        self.assign()?;
+        tracing::info!(partitions = self.parts.len(), "mirroring");
         Ok(())
     }
 
@@ -559,7 +583,7 @@ impl Mirror {
         p: i32,
         ctx: &TaskContext,
     ) -> Result<(i64, u64), TaskError> {
-        let from_tail = self.resume_from_tail(target_topic, p)?;
+        let from_tail = self.resume_from_tail(topic, target_topic, p)?;
         let from_progress = self
             .progress_seen
             .get(&self.progress_key(topic, p))
@@ -579,27 +603,8 @@ impl Mirror {
             },
         };
         if resume < low {
-            let missing = low - resume;
-            tracing::error!(
-                topic,
-                partition = p,
-                resume,
-                low,
-                missing,
-                "GAP: source retention removed records before they were mirrored"
-            );
-            self.metrics
-                .mirror_gaps
-                .with_label_values(&[&self.labels[0], &self.labels[1]])
-                .inc();
-            self.metrics
-                .mirror_gap_records
-                .with_label_values(&[&self.labels[0], &self.labels[1]])
-                .inc_by(missing as u64);
-            ctx.progress.update(|t| {
-                t.message = format!("gap: {topic}/{p} source offsets {resume}..{low} ({missing} records) were deleted by retention before they were mirrored");
-            });
-            return Ok((low, missing as u64));
+            let missing = self.record_gap(ctx, topic, p, resume, low);
+            return Ok((low, missing));
         }
         tracing::info!(topic, partition = p, resume, tail = ?from_tail, progress = ?from_progress, "resume point");
         Ok((resume, 0))
@@ -621,6 +626,7 @@ impl Mirror {
         let mut last_discovery = Instant::now();
         let mut last_report = Instant::now();
         let mut last_progress_write = Instant::now();
+        let mut discovery_failed: Option<String> = None;
         self.report(ctx);
         let result = loop {
             if ctx.shutdown.is_cancelled() {
@@ -635,8 +641,30 @@ impl Mirror {
             }
             if last_discovery.elapsed() >= self.spec.flow.discovery_interval {
                 last_discovery = Instant::now();
-                if let Err(e) = self.discover(ctx) {
-                    break Err(e);
+                // A failed re-scan leaves the running partitions alone: it is counted, logged,
+                // shown in status, and tried again at the next interval.
+                match self.new_partitions(ctx) {
+                    Ok(fresh) => {
+                        if let Some(message) = discovery_failed.take() {
+                            tracing::info!("topic discovery works again");
+                            ctx.progress.update(|t| {
+                                if t.message == message {
+                                    t.message.clear();
+                                }
+                            });
+                        }
+                        if let Err(e) = self.add_partitions(fresh) {
+                            break Err(e);
+                        }
+                    }
+                    Err(e) => {
+                        self.count_error("discovery");
+                        tracing::warn!(error = %e, "topic discovery failed; mirroring the known partitions, trying again in {:?}", self.spec.flow.discovery_interval);
+                        let message =
+                            format!("topic discovery failed (mirroring the known partitions): {e}");
+                        ctx.progress.update(|t| t.message = message.clone());
+                        discovery_failed = Some(message);
+                    }
                 }
             }
             if last_report.elapsed() >= Duration::from_millis(500) {
@@ -775,17 +803,33 @@ impl Mirror {
             match self.spec.flow.on_oversize {
                 OversizePolicy::Fail => {
                     self.count_error("oversize");
+                    tracing::error!(
+                        topic = msg.topic(),
+                        partition = msg.partition(),
+                        offset,
+                        "{what}: the task stops (on_oversize = \"fail\")"
+                    );
                     return Err(TaskError::Failed(format!(
                         "{what}; on_oversize = \"fail\" stops the flow here (set \"skip\" or \"dead_letter\" to pass it)"
                     )));
                 }
                 OversizePolicy::Skip => {
-                    tracing::warn!("{what}: skipped (on_oversize = \"skip\")");
+                    tracing::warn!(
+                        topic = msg.topic(),
+                        partition = msg.partition(),
+                        offset,
+                        "{what}: skipped (on_oversize = \"skip\")"
+                    );
                     self.count_skip("oversize");
                 }
                 OversizePolicy::DeadLetter => {
                     self.dead_letter(msg, hdrs, &what)?;
-                    tracing::warn!("{what}: sent to the dead-letter topic");
+                    tracing::warn!(
+                        topic = msg.topic(),
+                        partition = msg.partition(),
+                        offset,
+                        "{what}: sent to the dead-letter topic"
+                    );
                     self.metrics
                         .mirror_dead_letters
                         .with_label_values(&[&self.labels[0], &self.labels[1]])
@@ -920,6 +964,30 @@ impl Mirror {
         })
     }
 
+    /// Source offsets `from..low` of `topic/p` were deleted before they were mirrored: logs,
+    /// counts and shows the gap; the number of records lost.
+    fn record_gap(&self, ctx: &TaskContext, topic: &str, p: i32, from: i64, low: i64) -> u64 {
+        let missing = low - from;
+        tracing::error!(
+            topic,
+            partition = p,
+            from,
+            low,
+            missing,
+            "GAP: source retention removed records before they were mirrored"
+        );
+        let labels = [self.labels[0].as_str(), self.labels[1].as_str()];
+        self.metrics.mirror_gaps.with_label_values(&labels).inc();
+        self.metrics
+            .mirror_gap_records
+            .with_label_values(&labels)
+            .inc_by(missing as u64);
+        ctx.progress.update(|t| {
+            t.message = format!("gap: {topic}/{p} source offsets {from}..{low} ({missing} records) were deleted by retention before they were mirrored");
+        });
+        missing as u64
+    }
+
     /// After an out-of-range error: any partition whose next offset fell below the source's
     /// low watermark lost records to retention. Count, report, and go on from the low mark.
     fn check_gaps(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
@@ -938,21 +1006,9 @@ impl Mirror {
                     &format!("source {}", self.spec.source_name),
                 ))?;
             if next < low {
-                let missing = low - next;
-                tracing::error!(topic = %topic, partition = p, next, low, missing, "GAP: source retention removed records before they were mirrored");
-                self.metrics
-                    .mirror_gaps
-                    .with_label_values(&[&self.labels[0], &self.labels[1]])
-                    .inc();
-                self.metrics
-                    .mirror_gap_records
-                    .with_label_values(&[&self.labels[0], &self.labels[1]])
-                    .inc_by(missing as u64);
-                ctx.progress.update(|t| {
-                    t.message = format!("gap: {topic}/{p} source offsets {next}..{low} ({missing} records) were deleted by retention before they were mirrored");
-                });
+                let missing = self.record_gap(ctx, &topic, p, next, low);
                 let part = &mut self.parts[i];
-                part.gaps += missing as u64;
+                part.gaps += missing;
                 part.next = low;
                 part.skipped_since_write = true;
                 changed = true;

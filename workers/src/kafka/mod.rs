@@ -4,7 +4,8 @@
 //! - `mirror`: the task's loop (resume from the target tail, mirror, report progress);
 //! - `topics`: discovery of source topics, target topic creation and growth, ownership of
 //!   partitions by task slot;
-//! - `headers`: the provenance and source-offset headers every mirrored record carries.
+//! - `headers`: the provenance and source-offset headers every mirrored record carries;
+//! - `testkit`: a flow's config and a running task outside a worker, for tests and benchmarks.
 //!
 //! Exactly-once rests on three facts: the task is the single writer of its target partitions
 //! (leases, enforced by the runtime's [`crate::LeaseGuard`]); every mirrored record carries its
@@ -13,6 +14,7 @@
 
 pub mod headers;
 pub mod mirror;
+pub mod testkit;
 pub mod topics;
 
 use crate::task::{Task, TaskError, TaskFactory};
