@@ -203,6 +203,47 @@ impl ObjectStore {
         }
     }
 
+    /// The options opendal's builder for this service takes (`Operator::from_iter`): the typed
+    /// fields first, then `options` passed through (they win, so an operator can set
+    /// anything opendal knows). Secrets are exposed here, and only here.
+    pub fn service_options(&self) -> std::collections::HashMap<String, String> {
+        let mut m = std::collections::HashMap::new();
+        let mut put = |k: &str, v: Option<&str>| {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v.to_string());
+            }
+        };
+        if !self.root.is_empty() {
+            put("root", Some(&self.root));
+        }
+        put("endpoint", self.endpoint.as_deref());
+        match self.service {
+            StoreService::S3 => {
+                put("bucket", self.bucket.as_deref());
+                put("region", self.region.as_deref());
+                put("access_key_id", self.access_key_id.as_deref());
+                put(
+                    "secret_access_key",
+                    self.secret_access_key.as_ref().map(|s| s.expose()),
+                );
+            }
+            StoreService::Azblob => {
+                put("container", self.container.as_deref());
+                put("account_name", self.account_name.as_deref());
+                put("account_key", self.account_key.as_ref().map(|s| s.expose()));
+            }
+            StoreService::Gcs => {
+                put("bucket", self.bucket.as_deref());
+                put("credential", self.credential.as_ref().map(|s| s.expose()));
+            }
+            StoreService::Webhdfs | StoreService::Fs => {}
+        }
+        for (k, v) in &self.options {
+            m.insert(k.clone(), v.expose().to_string());
+        }
+        m
+    }
+
     /// `service://bucket/root at endpoint`, for errors, logs and the status page: where the
     /// store is, never a credential.
     pub fn describe(&self) -> String {

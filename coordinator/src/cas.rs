@@ -21,7 +21,6 @@
 
 use lockstep_config::{ObjectStore, StoreService};
 use opendal::Operator;
-use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -431,38 +430,7 @@ fn operator(store: &ObjectStore) -> Result<Operator, opendal::Error> {
     // explicitly, once per process.
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(opendal::install_default);
-    let mut m: HashMap<String, String> = HashMap::new();
-    let mut put = |k: &str, v: Option<&str>| {
-        if let Some(v) = v {
-            m.insert(k.to_string(), v.to_string());
-        }
-    };
-    if !store.root.is_empty() {
-        put("root", Some(&store.root));
-    }
-    put("endpoint", store.endpoint.as_deref());
-    match store.service {
-        StoreService::Azblob => {
-            put("container", store.container.as_deref());
-            put("account_name", store.account_name.as_deref());
-            put(
-                "account_key",
-                store.account_key.as_ref().map(|s| s.expose()),
-            );
-        }
-        _ => {
-            put("bucket", store.bucket.as_deref());
-            put("region", store.region.as_deref());
-            put("access_key_id", store.access_key_id.as_deref());
-            put(
-                "secret_access_key",
-                store.secret_access_key.as_ref().map(|s| s.expose()),
-            );
-        }
-    }
-    for (k, v) in &store.options {
-        m.insert(k.clone(), v.expose().to_string());
-    }
+    let m = store.service_options();
     match store.service {
         StoreService::Azblob => Operator::from_iter::<opendal::services::Azblob>(m),
         _ => Operator::from_iter::<opendal::services::S3>(m),

@@ -31,49 +31,13 @@ pub struct StoreError {
     pub source: opendal::Error,
 }
 
-/// The opendal options for a store: typed fields first, then `options` passed through (they
-/// win, so an operator can set anything opendal knows).
+/// The opendal options for a store ([`ObjectStore::service_options`]); fs writes go through
+/// a temp folder under the root unless the options say otherwise.
 fn options(store: &ObjectStore) -> HashMap<String, String> {
-    let mut m = HashMap::new();
-    let mut put = |k: &str, v: Option<&str>| {
-        if let Some(v) = v {
-            m.insert(k.to_string(), v.to_string());
-        }
-    };
-    if !store.root.is_empty() {
-        put("root", Some(&store.root));
-    }
-    put("endpoint", store.endpoint.as_deref());
-    match store.service {
-        StoreService::S3 => {
-            put("bucket", store.bucket.as_deref());
-            put("region", store.region.as_deref());
-            put("access_key_id", store.access_key_id.as_deref());
-            put(
-                "secret_access_key",
-                store.secret_access_key.as_ref().map(|s| s.expose()),
-            );
-        }
-        StoreService::Azblob => {
-            put("container", store.container.as_deref());
-            put("account_name", store.account_name.as_deref());
-            put(
-                "account_key",
-                store.account_key.as_ref().map(|s| s.expose()),
-            );
-        }
-        StoreService::Gcs => {
-            put("bucket", store.bucket.as_deref());
-            put("credential", store.credential.as_ref().map(|s| s.expose()));
-        }
-        StoreService::Webhdfs => {}
-        StoreService::Fs => {
-            let tmp = format!("{}/{LOCKSTEP_DIR}tmp", store.root.trim_end_matches('/'));
-            put("atomic_write_dir", Some(&tmp));
-        }
-    }
-    for (k, v) in &store.options {
-        m.insert(k.clone(), v.expose().to_string());
+    let mut m = store.service_options();
+    if store.service == StoreService::Fs {
+        let tmp = format!("{}/{LOCKSTEP_DIR}tmp", store.root.trim_end_matches('/'));
+        m.entry("atomic_write_dir".to_string()).or_insert(tmp);
     }
     m
 }
