@@ -131,19 +131,27 @@ fn worker_addresses(first: &str, second: &str) -> String {
     format!("{first},{second}")
 }
 
+/// Starts a second coordinator "c2" beside the cluster's "c1"; returns its peer index and the
+/// gRPC and HTTP addresses of c1 and c2.
+fn start_standby(cluster: &mut Cluster) -> (usize, [String; 4]) {
+    let c2 = cluster.add_peer("c2");
+    cluster.start_peer(c2);
+    let addresses = [
+        cluster.grpc.clone(),
+        cluster.http.clone(),
+        cluster.peers[c2].grpc.clone(),
+        cluster.peers[c2].http.clone(),
+    ];
+    (c2, addresses)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_redirects_takes_over_after_sigkill_and_sigterm_hands_over() {
     let dir = tempfile::tempdir().expect("tempdir");
     let body = objects_body(dir.path());
     // Worker lease 4 s, heartbeats every 300 ms; election lease 1.5 s, renewed every 300 ms.
     let mut cluster = Cluster::start_full(&body, &election("c1", 1500, 300), 4000, 300, 200, true);
-    let c2 = cluster.add_peer("c2");
-    cluster.start_peer(c2);
-    let (c1_grpc, c1_http) = (cluster.grpc.clone(), cluster.http.clone());
-    let (c2_grpc, c2_http) = (
-        cluster.peers[c2].grpc.clone(),
-        cluster.peers[c2].http.clone(),
-    );
+    let (c2, [c1_grpc, c1_http, c2_grpc, c2_http]) = start_standby(&mut cluster);
 
     // Exactly one leader.
     assert!(is_leader(&c1_http), "the first coordinator leads");
@@ -292,13 +300,7 @@ async fn a_leader_paused_past_its_lease_is_fenced_and_steps_down() {
     // A longer worker lease (6 s): the workers must find the new leader before it expires
     // while a paused coordinator holds each of their calls for a timeout.
     let mut cluster = Cluster::start_full(&body, &election("c1", 1500, 300), 6000, 500, 200, true);
-    let c2 = cluster.add_peer("c2");
-    cluster.start_peer(c2);
-    let (c1_grpc, c1_http) = (cluster.grpc.clone(), cluster.http.clone());
-    let (c2_grpc, c2_http) = (
-        cluster.peers[c2].grpc.clone(),
-        cluster.peers[c2].http.clone(),
-    );
+    let (_, [c1_grpc, c1_http, c2_grpc, c2_http]) = start_standby(&mut cluster);
     for w in WORKERS {
         cluster.start_worker_with(w, &worker_addresses(&c1_grpc, &c2_grpc), &[]);
     }
@@ -447,13 +449,7 @@ async fn standby_on_s3_state_takes_over_after_the_lease_ttl() {
         200,
         true,
     );
-    let c2 = cluster.add_peer("c2");
-    cluster.start_peer(c2);
-    let (c1_grpc, c1_http) = (cluster.grpc.clone(), cluster.http.clone());
-    let (c2_grpc, c2_http) = (
-        cluster.peers[c2].grpc.clone(),
-        cluster.peers[c2].http.clone(),
-    );
+    let (_, [c1_grpc, c1_http, c2_grpc, c2_http]) = start_standby(&mut cluster);
     assert!(is_leader(&c1_http));
     assert_eq!(metric(&c2_http, "lockstep_coordinator_leader"), Some(0.0));
     for w in WORKERS {
