@@ -313,6 +313,18 @@ fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
             .unwrap_or_else(|| panic!("no {site} in {last_progress}"));
         assert!(n >= 20_000, "{site} mirrored {n}: {last_progress}");
     }
+    // From the detection on, every diverged line names site-b only, also in polls where
+    // site-a happens to be a few records behind (the name must not flip with lag).
+    for l in lines[detected..]
+        .iter()
+        .filter(|l| l.starts_with("drift: clicks diverged"))
+    {
+        assert!(
+            l.contains("at site-b") && !l.contains("at site-a"),
+            "a diverged line that does not name site-b alone: {l}\n{}",
+            demo.output()
+        );
+    }
     assert!(
         std::net::TcpStream::connect(&http).is_err(),
         "the coordinator still listens after the demo ended"

@@ -121,8 +121,7 @@ pub struct BucketDiff {
     /// Rows per site (0 where a site has none).
     pub rows: BTreeMap<String, i64>,
     /// The sites that disagree with the reference count (the most common count; on a tie,
-    /// the caught-up sites' count, else the largest: a site missing rows is named, not the
-    /// one that has them).
+    /// the largest: a site missing rows is named, not the one that has them).
     pub sites: Vec<String>,
     /// (max - min) / max over the compared sites.
     pub difference: f64,
@@ -215,7 +214,7 @@ pub fn compare(
             out.lag_explained += 1;
             continue;
         }
-        let reference = reference(&values, exp);
+        let reference = reference(&values);
         let max = values.iter().copied().max().unwrap_or(0);
         let min = values.iter().copied().min().unwrap_or(0);
         out.divergent.push(BucketDiff {
@@ -250,9 +249,16 @@ fn differs(values: &[i64], max_drift: f64) -> bool {
     (max - min) as f64 / *max as f64 > max_drift
 }
 
-/// The most common value; on a tie, `expected` (the caught-up sites' count) if it is one of
-/// the most common, else the largest of them.
-fn reference(values: &[i64], expected: i64) -> i64 {
+/// The most common value; on a tie, the largest of them.
+///
+/// The tie rule does not look at which sites are catching up. It once preferred the
+/// caught-up sites' count, but that made the name flip with lag: with two sites, a site that
+/// lost an hour of rows was named while both were caught up, and the healthy site was named
+/// instead in any poll where the healthy one was a few records behind (seen in
+/// `lockstep demo`). Counts alone cannot tell a loss at one site from an excess at the
+/// other; naming the site with fewer rows, in every poll, is the stable answer, and a loss
+/// is the likelier fault.
+fn reference(values: &[i64]) -> i64 {
     let mut freq: BTreeMap<i64, usize> = BTreeMap::new();
     for v in values {
         *freq.entry(*v).or_insert(0) += 1;
@@ -263,11 +269,7 @@ fn reference(values: &[i64], expected: i64) -> i64 {
         .filter(|(_, n)| **n == top)
         .map(|(v, _)| *v)
         .collect();
-    if tied.contains(&expected) {
-        expected
-    } else {
-        tied.last().copied().unwrap_or(0)
-    }
+    tied.last().copied().unwrap_or(0)
 }
 
 /// What the verdict is decided from, per site.
@@ -588,10 +590,41 @@ mod tests {
         let b = counts(&[(1, 4), (2, 5), (3, 10)]);
         let c = compare(&n, &[a.clone(), b], &lags(&facts, H, 0, true), 0.0);
         assert_eq!(c.divergent.len(), 2);
-        // Nor can lag explain rows a catching-up site has in excess.
+        // Nor can lag explain rows a catching-up site has in excess. With two sites the
+        // counts cannot tell b's excess from a's loss; the site with fewer rows is named, as
+        // it is once b has caught up: the name does not flip with lag.
         let b = counts(&[(1, 25), (2, 20), (3, 10)]);
-        let c = compare(&n, &[a, b], &lags(&facts, H, 0, true), 0.0);
+        let c = compare(&n, &[a.clone(), b.clone()], &lags(&facts, H, 0, true), 0.0);
         assert_eq!(c.divergent.len(), 1);
+        assert_eq!(c.divergent[0].sites, vec!["a"]);
+        let caught_up = vec![facts[0].clone(), facts[0].clone()];
+        let c = compare(&n, &[a, b], &lags(&caught_up, H, 0, true), 0.0);
+        assert_eq!(c.divergent[0].sites, vec!["a"]);
+    }
+
+    #[test]
+    fn the_site_that_lost_rows_is_named_while_the_other_catches_up() {
+        // As in `lockstep demo`: b lost hour 1; a is a few records behind on newer data.
+        let n = names(&["a", "b"]);
+        let a = counts(&[(1, 4091), (2, 100)]);
+        let b = counts(&[(1, 0), (2, 115)]);
+        let mut facts = vec![
+            SiteFacts {
+                records_behind: Some(15),
+                latest: Some(2 * H + 9),
+                ..Default::default()
+            },
+            SiteFacts {
+                records_behind: Some(0),
+                latest: Some(2 * H + 9),
+                ..Default::default()
+            },
+        ];
+        let c = compare(&n, &[a.clone(), b.clone()], &lags(&facts, H, 0, true), 0.0);
+        assert_eq!(c.divergent.len(), 1, "{:?}", c.divergent);
+        assert_eq!(c.divergent[0].sites, vec!["b"]);
+        facts[0].records_behind = Some(0);
+        let c = compare(&n, &[a, b], &lags(&facts, H, 0, true), 0.0);
         assert_eq!(c.divergent[0].sites, vec!["b"]);
     }
 
