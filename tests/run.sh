@@ -82,7 +82,7 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 # PyYAML: tests/deploy.rs parses the Kubernetes manifests with it (no cluster needed).
 python3 -c "import yaml" 2>/dev/null || python3 -m pip install --quiet pyyaml
-# azurite: Azure Blob emulator for the object sync tests (npm, into a cache folder; the
+# azurite: Azure Blob emulator for the object sync and standby tests (npm, into a cache folder; the
 # harness finds it there, or on PATH, or under $LOCKSTEP_TOOLS/azurite).
 if ! command -v azurite-blob >/dev/null 2>&1 && [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
   npm install --silent --no-audit --no-fund --prefix "$AZURITE_DIR" azurite

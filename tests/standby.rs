@@ -1,5 +1,5 @@
 //! Leader election end to end: two real coordinator processes on one state store (a folder,
-//! or an S3 bucket on moto_server), three real workers. Checks that exactly one coordinator
+//! an S3 bucket on moto_server, or an Azure Blob container on azurite), three real workers. Checks that exactly one coordinator
 //! leads, that a standby redirects gRPC (workers, CLI) and HTTP to it, that a standby takes
 //! over after the leader is SIGKILLed (no task moves, worker sessions stay), that SIGTERM
 //! hands over at once, and that a leader paused past its lease is fenced: it steps down and
@@ -384,30 +384,61 @@ async fn a_leader_paused_past_its_lease_is_fenced_and_steps_down() {
     );
 }
 
-fn s3_state(endpoint: &str, bucket: &str) -> String {
-    format!(
-        "service = \"s3\"\nbucket = \"{bucket}\"\nroot = \"/lockstep/test/\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\""
-    )
+/// A state store on an object-store emulator: S3 on moto_server, or Azure Blob on azurite.
+struct StateBucket {
+    label: &'static str,
+    /// The `[coordinator.state]` table's body.
+    toml: String,
+    store: lockstep_config::ObjectStore,
+    /// The emulator, stopped when dropped.
+    _server: Box<dyn std::any::Any + Send>,
 }
 
-fn s3_store(endpoint: &str, bucket: &str) -> lockstep_config::ObjectStore {
-    let mut s = lockstep_config::ObjectStore::fs("/lockstep/test/");
-    s.service = lockstep_config::StoreService::S3;
-    s.bucket = Some(bucket.to_string());
-    s.endpoint = Some(endpoint.to_string());
-    s.region = Some("us-east-1".to_string());
-    s.access_key_id = Some("test".to_string());
-    s.secret_access_key = Some(lockstep_config::Secret::new("test"));
-    s
+impl StateBucket {
+    fn s3(bucket: &str, logs: &std::path::Path) -> StateBucket {
+        let moto = Moto::start(bucket, logs);
+        let mut s = lockstep_config::ObjectStore::fs("/lockstep/test/");
+        s.service = lockstep_config::StoreService::S3;
+        s.bucket = Some(bucket.to_string());
+        s.endpoint = Some(moto.endpoint.clone());
+        s.region = Some("us-east-1".to_string());
+        s.access_key_id = Some("test".to_string());
+        s.secret_access_key = Some(lockstep_config::Secret::new("test"));
+        StateBucket {
+            label: "s3 on moto",
+            toml: format!(
+                "service = \"s3\"\nbucket = \"{bucket}\"\nroot = \"/lockstep/test/\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"",
+                moto.endpoint
+            ),
+            store: s,
+            _server: Box::new(moto),
+        }
+    }
+
+    fn azblob(container: &str, logs: &std::path::Path) -> StateBucket {
+        let az = Azurite::start(container, logs);
+        let mut s = lockstep_config::ObjectStore::fs("/lockstep/test/");
+        s.service = lockstep_config::StoreService::Azblob;
+        s.container = Some(container.to_string());
+        s.endpoint = Some(az.endpoint.clone());
+        s.account_name = Some(AZURITE_ACCOUNT.to_string());
+        s.account_key = Some(lockstep_config::Secret::new(AZURITE_KEY));
+        StateBucket {
+            label: "azblob on azurite",
+            toml: format!(
+                "service = \"azblob\"\ncontainer = \"{container}\"\nroot = \"/lockstep/test/\"\nendpoint = \"{}\"\naccount_name = \"{AZURITE_ACCOUNT}\"\naccount_key = \"{AZURITE_KEY}\"",
+                az.endpoint
+            ),
+            store: s,
+            _server: Box::new(az),
+        }
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moto_honours_conditional_writes() {
+/// Create-if-absent and replace-if-unchanged, as election and fenced state writes use them.
+async fn honours_conditional_writes(bucket: StateBucket) {
     use lockstep_coordinator::cas::{CasStore, Expect};
-    let logs = tempfile::tempdir().expect("tempdir");
-    let moto = Moto::start("cas", logs.path());
-    let store =
-        CasStore::new(&s3_store(&moto.endpoint, "cas"), Duration::from_secs(10)).expect("s3 store");
+    let store = CasStore::new(&bucket.store, Duration::from_secs(10)).expect(bucket.label);
     let t1 = store
         .write("doc", b"one".to_vec(), Expect::Absent)
         .await
@@ -416,7 +447,7 @@ async fn moto_honours_conditional_writes() {
         .write("doc", b"two".to_vec(), Expect::Absent)
         .await
         .expect_err("If-None-Match: * over an existing object");
-    assert!(again.is_conflict(), "{again}");
+    assert!(again.is_conflict(), "{}: {again}", bucket.label);
     let t2 = store
         .write("doc", b"two".to_vec(), Expect::Tag(&t1))
         .await
@@ -425,25 +456,36 @@ async fn moto_honours_conditional_writes() {
         .write("doc", b"three".to_vec(), Expect::Tag(&t1))
         .await
         .expect_err("If-Match with a stale etag");
-    assert!(stale.is_conflict(), "{stale}");
+    assert!(stale.is_conflict(), "{}: {stale}", bucket.label);
     let (bytes, tag) = store.read("doc").await.expect("read").expect("present");
     assert_eq!((bytes.as_slice(), &tag), (b"two".as_slice(), &t2));
     let missing = store
         .write("nothing", b"x".to_vec(), Expect::Tag(&t2))
         .await
         .expect_err("If-Match on a missing object");
-    assert!(missing.is_conflict(), "{missing}");
+    assert!(missing.is_conflict(), "{}: {missing}", bucket.label);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standby_on_s3_state_takes_over_after_the_lease_ttl() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let moto = Moto::start("state", dir.path());
-    let body = objects_body(dir.path());
+async fn moto_honours_conditional_writes() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    honours_conditional_writes(StateBucket::s3("cas", logs.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_honours_conditional_writes() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    honours_conditional_writes(StateBucket::azblob("cas", logs.path())).await;
+}
+
+/// SIGKILL of the leader: the standby takes over once the election lease (1.5 s) runs out,
+/// no task moves, worker sessions stay, and the state in the bucket is the new leader's.
+async fn standby_on_object_state_takes_over(bucket: StateBucket, dir: &std::path::Path) {
+    let body = objects_body(dir);
     let mut cluster = Cluster::start_custom(
         &body,
         &election("c1", 1500, 300),
-        Some(&s3_state(&moto.endpoint, "state")),
+        Some(&bucket.toml),
         6000,
         500,
         200,
@@ -469,15 +511,15 @@ async fn standby_on_s3_state_takes_over_after_the_lease_ttl() {
     assert_eq!(after, assignment, "no task moved");
     assert_eq!(sessions(&c2_grpc).await, before, "sessions kept");
     println!(
-        "failover after SIGKILL (s3 on moto, lease TTL 1.5 s): standby serving after {:?}, all {TASKS} tasks running after {:?}, task restarts {}",
+        "failover after SIGKILL ({}, lease TTL 1.5 s): standby serving after {:?}, all {TASKS} tasks running after {:?}, task restarts {}",
+        bucket.label,
         serving - killed,
         running - killed,
         task_starts(&cluster) - starts_before
     );
 
     // The state in the bucket is the new leader's.
-    let store = lockstep_coordinator::state::StateStore::new(&s3_store(&moto.endpoint, "state"))
-        .expect("store");
+    let store = lockstep_coordinator::state::StateStore::new(&bucket.store).expect("store");
     let state = store.peek().await.expect("read").expect("state");
     let stamp = state.stamp.expect("stamped");
     assert_eq!(stamp.leader, "c2");
@@ -485,4 +527,16 @@ async fn standby_on_s3_state_takes_over_after_the_lease_ttl() {
         metric(&c2_http, "lockstep_coordinator_election_epoch"),
         Some(stamp.epoch as f64)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_on_s3_state_takes_over_after_the_lease_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    standby_on_object_state_takes_over(StateBucket::s3("state", dir.path()), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_on_azblob_state_takes_over_after_the_lease_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    standby_on_object_state_takes_over(StateBucket::azblob("state", dir.path()), dir.path()).await;
 }
