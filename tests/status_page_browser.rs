@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// When the demo injects its fault: late enough that the test has loaded the page in sync.
-const FAULT_AFTER: &str = "40s";
+const FAULT_AFTER: &str = "50s";
 
 fn program(env: &str, default: &str) -> String {
     std::env::var(env).unwrap_or_else(|_| default.to_string())
@@ -147,12 +147,22 @@ async fn status_page_shows_the_injected_fault_in_headless_chromium() {
             .await
             .unwrap_or_else(|e| panic!("section #{section}: {e}"));
     }
-    let first = page_verdict(&client, &ds, &site).await;
-    assert_eq!(
-        first.as_deref(),
-        Some("in_sync"),
-        "the page, loaded before the fault, shows {ds} at {site} in sync"
-    );
+    // The API said in_sync, but starting Chromium takes seconds (more on a busy machine), and
+    // the demo's next burst may have made the sites `lagging` meanwhile. The page refreshes
+    // itself: within a few burst cycles it must show in_sync, and never diverged before the
+    // fault (after the fault the dropped rows stay dropped, so in_sync means before it).
+    let loaded = Instant::now();
+    let mut first = page_verdict(&client, &ds, &site).await;
+    while first.as_deref() != Some("in_sync") {
+        assert!(
+            first.as_deref() != Some("diverged") && loaded.elapsed() < Duration::from_secs(30),
+            "the page, loaded before the fault, shows {first:?} for {ds} at {site}, not in_sync; \
+             the API says {:?}",
+            api_verdict(&http, &ds)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        first = page_verdict(&client, &ds, &site).await;
+    }
     let shot = client.screenshot().await.expect("screenshot");
     std::fs::write(artifacts().join("status-page-in-sync.png"), shot).expect("save");
 
