@@ -30,12 +30,9 @@ declare -A INSTALL_PID INSTALL_LOG
 # failed step ends this script, not the background build, which finishes and is kept.
 on_exit() {
   echo "(run.sh: ${SECONDS}s in all)"
-  local name
-  for name in "${!INSTALL_PID[@]}"; do
-    if kill -0 "${INSTALL_PID[$name]}" 2>/dev/null; then
-      echo "note: $name is still being installed in the background (pid ${INSTALL_PID[$name]}, log ${INSTALL_LOG[$name]})"
-    fi
-  done
+  if [ -n "$(jobs -pr)" ]; then
+    echo "note: installs still running in the background finish and are kept (logs: ${INSTALL_LOG[*]})"
+  fi
 }
 trap on_exit EXIT
 start_install() {

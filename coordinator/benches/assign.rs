@@ -15,6 +15,7 @@
 //! ```
 //!
 //! Arguments take precedence over the environment; flags such as cargo's `--bench` are ignored.
+//! Under `cargo test` it runs once as a smoke test: 1,000 tasks over 10 workers, arguments ignored.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -25,8 +26,14 @@ use lockstep_coordinator::assign::{assign, Plan, TaskReq, WorkerSlot};
 const RUNS: usize = 5;
 
 fn sizes() -> (usize, usize) {
-    let positional: Vec<usize> = std::env::args()
-        .skip(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Under `cargo test` (no `--bench`) the arguments are libtest's (`--test-threads 2`,
+    // `--skip NAME`), not sizes: a smoke run of 1,000 tasks over 10 workers.
+    if !args.iter().any(|a| a == "--bench") {
+        return (1_000, 10);
+    }
+    let positional: Vec<usize> = args
+        .iter()
         .filter(|a| !a.starts_with('-'))
         .map(|a| a.parse().unwrap_or_else(|_| panic!("not a size: {a}")))
         .collect();
