@@ -17,7 +17,7 @@ export PATH="$HOME/.cargo/bin:$(python3 -c 'import sysconfig; print(sysconfig.ge
 # workspace build, the other tests and the fuzzers below run:
 # - tansu: a Kafka-compatible broker for the end-to-end and fault suites, with its SQLite
 #   storage engine (its object-store engine misreports high watermarks; see tests/common).
-#   The longest step on a fresh machine: 39 minutes beside the rest on 2 cores (466 crates,
+#   The longest step on a fresh machine: 33-39 minutes beside the rest on 2 cores (466 crates,
 #   the C of SQLite and aws-lc among them), once; the binary stays in ~/.cache/lockstep.
 #   The two suites that need it run last.
 # - cargo-fuzz: runs the libFuzzer targets in fuzz/ (the fuzz step below).
