@@ -651,11 +651,15 @@ fn print_status(status: &pb::StatusResponse, format: Format) {
                     w.capabilities.join(",")
                 );
             }
-            println!("\nTASK                             PHASE       WORKER                           STATE");
+            println!("\nTASK                             PHASE       WORKER                           FENCING       STATE");
             for t in &status.tasks {
-                let state = t
+                // UNSPECIFIED: the current owner has not reported yet (only a former owner's
+                // duplicates are known).
+                let report = t
                     .progress
                     .as_ref()
+                    .filter(|p| p.state != pb::TaskState::Unspecified as i32);
+                let state = report
                     .map(|p| {
                         let name = pb::TaskState::try_from(p.state)
                             .map(|s| {
@@ -671,8 +675,25 @@ fn print_status(status: &pb::StatusResponse, format: Format) {
                         }
                     })
                     .unwrap_or_default();
+                let partitions = t
+                    .progress
+                    .as_ref()
+                    .map(|p| p.partitions.as_slice())
+                    .unwrap_or_default();
+                let mut modes: Vec<&str> = partitions
+                    .iter()
+                    .map(|q| q.fencing.as_str())
+                    .filter(|m| !m.is_empty())
+                    .collect();
+                modes.sort_unstable();
+                modes.dedup();
+                let fencing = if modes.is_empty() {
+                    "-".to_string()
+                } else {
+                    modes.join(",")
+                };
                 println!(
-                    "{:<32} {:<11} {:<32} {}",
+                    "{:<32} {:<11} {:<32} {:<13} {}",
                     t.task_id,
                     t.phase,
                     if t.worker_id.is_empty() {
@@ -680,8 +701,27 @@ fn print_status(status: &pb::StatusResponse, format: Format) {
                     } else {
                         &t.worker_id
                     },
+                    fencing,
                     state
                 );
+                for q in partitions.iter().filter(|q| q.duplicates > 0) {
+                    println!(
+                        "    DUPLICATES {}/{}: {} record(s) at the target repeat source offsets already mirrored (a paused former owner wrote after its lease)",
+                        q.topic, q.partition, q.duplicates
+                    );
+                    // The latest few; `--format json` lists every range kept.
+                    const SHOWN: usize = 5;
+                    let skip = q.duplicate_ranges.len().saturating_sub(SHOWN);
+                    if skip > 0 {
+                        println!("      ... {skip} earlier range(s) (--format json lists them)");
+                    }
+                    for r in q.duplicate_ranges.iter().skip(skip) {
+                        println!(
+                            "      target {}..{} = source {}..{} ({} record(s))",
+                            r.target_from, r.target_to, r.source_from, r.source_to, r.records
+                        );
+                    }
+                }
             }
             if !status.paused_flows.is_empty() {
                 println!("\npaused flows: {}", status.paused_flows.join(", "));

@@ -128,6 +128,8 @@ async fn drift_check_in_sync_lagging_diverged_unknown() {
     let site_b: MockCluster<'static, _> = MockCluster::new(1).expect("site b cluster");
     for c in [&source, &site_a, &site_b] {
         c.create_topic("clicks", PARTITIONS, 1).expect("topic");
+        c.create_topic(lockstep_workers::kafka::checkpoint::PROGRESS_TOPIC, 1, 1)
+            .expect("topic");
     }
     let emu_a = emulator(&site_a.bootstrap_servers()).await;
     let mut emu_b = Some(emulator(&site_b.bootstrap_servers()).await);

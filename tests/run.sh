@@ -113,13 +113,16 @@ log "tests"
 # Build every test first, while tansu may still compile. Integration tests start real
 # lockstep processes and servers; they pick free loopback ports themselves.
 cargo test --workspace --all-targets --locked --no-run
-# Everything but the two tansu suites runs now, while tansu may still be compiling: on a
+# Everything but the tansu suites runs now, while tansu may still be compiling: on a
 # fresh machine its build is the longest step, and these tests mostly wait on timers and
 # sockets, so they cost its build little. The tansu suites (tests/mirror_faults.rs,
-# tests/tansu_contract.rs) run once it is installed; `--skip` matches their test names.
-TANSU_TESTS=(--test mirror_faults --test tansu_contract)
+# tests/mirror_pause.rs, tests/tansu_contract.rs) run once it is installed; `--skip` matches
+# their test names.
+TANSU_TESTS=(--test mirror_faults --test mirror_pause --test tansu_contract)
 cargo test --workspace --all-targets --locked -- --test-threads 2 \
   --skip exactly_once_through_worker_kills_coordinator_and_broker_restarts \
+  --skip pausing_the_busy_worker_five_times \
+  --skip a_second_process_with_the_same_worker_id \
   --skip test_broker_watermarks_mid_batch_fetch_and_restart
 
 log "fuzz"

@@ -486,10 +486,29 @@ pub enum OversizePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fencing {
-    /// Leases only (works on every Kafka-protocol broker).
+    /// The default: broker transactions where the target supports them (found out at task
+    /// start by committing one probe transaction), otherwise leases alone, said at start-up,
+    /// in status and in `lockstep_mirror_fencing_info`.
+    Auto,
+    /// Leases only (works on every Kafka-protocol broker). A paused former owner's late writes
+    /// are detected and reported, not prevented.
     Leases,
-    /// Leases plus broker transactions with a stable transactional.id per task.
+    /// Leases plus broker transactions with a stable transactional.id per task; a task whose
+    /// target refuses transactions fails instead of falling back.
     Transactions,
+}
+
+/// What a Kafka task does when it finds no resume point: no checkpoint in
+/// `__lockstep_progress` and none of its records within the scanned tail of a non-empty
+/// target partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoResumePoint {
+    /// Stop with an error that says so (the default): applying `start` there could repeat
+    /// (`earliest`) or lose (`latest`) records.
+    Fail,
+    /// Apply the flow's `start` policy: for a flow that never wrote to this site before.
+    Start,
 }
 
 /// Which topics a Kafka flow mirrors.
@@ -506,6 +525,9 @@ pub struct KafkaFlow {
     pub mode: MirrorMode,
     pub fencing: Fencing,
     pub start: StartPolicy,
+    /// When no resume point can be found in a non-empty target partition.
+    #[serde(default = "default_no_resume_point")]
+    pub on_no_resume_point: NoResumePoint,
     /// Tasks (slots) per site; partitions are spread over them.
     pub tasks: u32,
     /// Bytes per second per site, None = unlimited.
@@ -546,6 +568,10 @@ pub struct ObjectsFlow {
     pub bandwidth_limit: Option<u64>,
     #[serde(with = "humantime_serde_compat")]
     pub interval: Duration,
+}
+
+fn default_no_resume_point() -> NoResumePoint {
+    NoResumePoint::Fail
 }
 
 /// Durations are serialized as humantime strings ("10s") so that a task's JSON config reads well.
@@ -661,6 +687,7 @@ pub(crate) struct RawFlow {
     pub mode: Option<MirrorMode>,
     pub fencing: Option<Fencing>,
     pub start: Option<StartPolicy>,
+    pub on_no_resume_point: Option<NoResumePoint>,
     pub tasks: Option<u32>,
     pub target_topic: Option<String>,
     pub on_oversize: Option<OversizePolicy>,

@@ -579,8 +579,9 @@ fn kafka_flow(
     Some(FlowKind::Kafka(KafkaFlow {
         topics,
         mode: f.mode.unwrap_or(MirrorMode::ExactlyOnce),
-        fencing: f.fencing.unwrap_or(Fencing::Leases),
+        fencing: f.fencing.unwrap_or(Fencing::Auto),
         start: f.start.unwrap_or(StartPolicy::Earliest),
+        on_no_resume_point: f.on_no_resume_point.unwrap_or(NoResumePoint::Fail),
         tasks,
         bandwidth_limit,
         target_topic,
@@ -609,6 +610,7 @@ fn objects_flow(
     forbid(c, p, "mode", &f.mode, "objects");
     forbid(c, p, "fencing", &f.fencing, "objects");
     forbid(c, p, "start", &f.start, "objects");
+    forbid(c, p, "on_no_resume_point", &f.on_no_resume_point, "objects");
     forbid(c, p, "tasks", &f.tasks, "objects");
     forbid(c, p, "target_topic", &f.target_topic, "objects");
     forbid(c, p, "on_oversize", &f.on_oversize, "objects");

@@ -11,6 +11,25 @@
 //! margin, `actual` is cleared and then set to the desired worker. Every change of `actual`
 //! bumps the generation, and is persisted before any worker hears of it.
 //!
+//! **Re-join during a live lease.** A second Join with a worker id fences the earlier session
+//! (its reports are refused as stale), but that session may belong to another process, or to
+//! the same one paused (SIGSTOP, a frozen VM), and its lease is still valid on its own side
+//! until `send time + lease_ttl - lease_safety_margin` of its last acknowledged heartbeat, where
+//! send time <= the coordinator's `last_seen`. So when the previous session of the id was alive,
+//! every task it held is *held*: kept in `actual` for the id (nobody else gets it) but left out
+//! of the new session's assignment until `old last_seen + lease_ttl + handover_margin`, when
+//! that lease cannot be valid any more; [`Control::tick`] lifts the hold (a new generation). A
+//! Release or Leave of the new session does not free a held task either. A re-join after the
+//! previous session expired, or of a new id, hands the tasks over at once as before. Holds are
+//! persisted (task -> worker id), and a restarted coordinator holds them for a full
+//! `lease_ttl + handover_margin` from its start, which is never shorter (the old session's
+//! `last_seen` was before the restart).
+//!
+//! **Duplicates.** Workers report, per mirrored partition, records at the target that repeat a
+//! source offset already mirrored (a paused former owner's late writes) with their offset
+//! ranges, and the task's fencing mode. New ranges are recorded as warnings, and the ranges
+//! and a total are kept per (task, topic, partition) across owners (bounded), for status.
+//!
 //! This module does no network I/O and takes the time as an argument, so it is tested
 //! directly; `grpc` and the tick loop in `server` call into it under one async mutex.
 
@@ -20,8 +39,16 @@ use crate::metrics::Metrics;
 use crate::state::{PersistedState, PersistedWorker};
 use crate::tasks::TaskDef;
 use lockstep_proto as pb;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Most duplicate ranges kept per (task, topic, partition), oldest dropped first; the total
+/// goes on counting.
+pub const MAX_DUPLICATE_RANGES: usize = 64;
+
+/// Most warnings one heartbeat records for one partition's new duplicate ranges; the rest are
+/// summed up in one more.
+const MAX_DUPLICATE_EVENTS: usize = 8;
 
 /// Lease timing, from `[coordinator]`.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +103,80 @@ impl Worker {
     }
 }
 
+/// A task withheld from every session until a former session's lease has surely ended.
+#[derive(Debug, Clone)]
+struct Hold {
+    /// The worker id the task stays with (`actual`) meanwhile.
+    worker: String,
+    until: Instant,
+}
+
+/// Who reported a duplicate count: worker id, its session and the task's restarts there. A
+/// count only grows within one reporter (a new run audits afresh).
+type Reporter = (String, u64, u32);
+
+/// Duplicates of one (task, topic, partition) over every owner the task had.
+#[derive(Debug, Clone, Default)]
+struct DuplicateLog {
+    /// Duplicate records, each counted once as far as the reports tell.
+    total: u64,
+    /// The latest ranges, oldest first, at most [`MAX_DUPLICATE_RANGES`].
+    ranges: VecDeque<pb::DuplicateRange>,
+    /// The last report's reporter and count.
+    last: Option<(Reporter, u64)>,
+}
+
+impl DuplicateLog {
+    /// Takes in one report; returns the ranges that are new or grew (a range is known by its
+    /// first target and source offsets: the worker extends its latest range in place).
+    ///
+    /// The total grows by the count's increase while the reporter stays the same; a new
+    /// reporter (another worker, session or run) counts the records of new or grown ranges,
+    /// plus whatever of its count its ranges do not show (ranges it no longer lists), so a new
+    /// owner finding its predecessor's duplicates again does not count them twice.
+    fn absorb(
+        &mut self,
+        reporter: Reporter,
+        count: u64,
+        reported: &[pb::DuplicateRange],
+    ) -> Vec<pb::DuplicateRange> {
+        let mut changed = Vec::new();
+        let mut by_ranges = 0u64;
+        for r in reported {
+            let known = self
+                .ranges
+                .iter_mut()
+                .find(|k| k.target_from == r.target_from && k.source_from == r.source_from);
+            match known {
+                Some(k) if k == r => {}
+                Some(k) => {
+                    by_ranges += r.records.saturating_sub(k.records);
+                    *k = *r;
+                    changed.push(*r);
+                }
+                None => {
+                    by_ranges += r.records;
+                    if self.ranges.len() >= MAX_DUPLICATE_RANGES {
+                        self.ranges.pop_front();
+                    }
+                    self.ranges.push_back(*r);
+                    changed.push(*r);
+                }
+            }
+        }
+        let added = match &self.last {
+            Some((who, before)) if *who == reporter && count >= *before => count - before,
+            _ => {
+                let listed: u64 = reported.iter().map(|r| r.records).sum();
+                by_ranges + count.saturating_sub(listed)
+            }
+        };
+        self.total += added;
+        self.last = Some((reporter, count));
+        changed
+    }
+}
+
 /// The coordinator's in-memory state. See the module doc.
 pub struct Control {
     timing: Timing,
@@ -88,10 +189,14 @@ pub struct Control {
     actual: HashMap<String, String>,
     paused: BTreeSet<String>,
     progress: HashMap<String, pb::TaskProgress>,
+    /// task -> hold: tasks no session gets before a former session's lease has ended.
+    holds: BTreeMap<String, Hold>,
+    /// (task, topic, partition) -> duplicates reported there, across owners.
+    duplicates: BTreeMap<(String, String, i32), DuplicateLog>,
     /// Set when something that must be persisted changed.
     dirty: bool,
     metrics: Metrics,
-    /// Task failures, gaps and lease expiries, for the status page.
+    /// Task failures, gaps, duplicates, held tasks and lease expiries, for the status page.
     events: RecentEvents,
 }
 
@@ -106,7 +211,8 @@ pub struct WorkerView {
 
 impl Control {
     /// A fresh or restored control plane. Restored workers count as seen `now`: each has one
-    /// full lease to come back before its tasks move.
+    /// full lease to come back before its tasks move. Restored holds last a full
+    /// `lease_ttl + handover_margin` from `now` (see the module doc).
     pub fn new(
         tasks: Vec<TaskDef>,
         timing: Timing,
@@ -131,6 +237,8 @@ impl Control {
             actual: HashMap::new(),
             paused: BTreeSet::new(),
             progress: HashMap::new(),
+            holds: BTreeMap::new(),
+            duplicates: BTreeMap::new(),
             dirty: true,
             metrics,
             events: RecentEvents::new(),
@@ -161,6 +269,16 @@ impl Control {
                 .collect();
             control.actual = state.actual.into_iter().filter(|(t, _)| known(t)).collect();
             control.paused = state.paused_flows;
+            // The hold began before the state was written, and the session it waits for was
+            // last seen before that: its lease has surely ended a full lease and margin after
+            // this restart, whatever time the hold had left.
+            let until = now + timing.lease_ttl + timing.handover_margin;
+            control.holds = state
+                .held
+                .into_iter()
+                .filter(|(t, _)| control.task_index.contains_key(t))
+                .map(|(t, worker)| (t, Hold { worker, until }))
+                .collect();
         }
         control.rebalance();
         control.update_gauges();
@@ -219,6 +337,11 @@ impl Control {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             paused_flows: self.paused.clone(),
+            held: self
+                .holds
+                .iter()
+                .map(|(t, h)| (t.clone(), h.worker.clone()))
+                .collect(),
             stamp: None,
         }
     }
@@ -248,7 +371,17 @@ impl Control {
         let draining = self.workers.get(worker_id).is_some_and(|w| w.draining);
         // A re-join keeps the tasks the worker holds (`actual` is untouched): either it is the
         // same process coming back (it still runs them) or a restarted one (it runs nothing and
-        // starts them again). Either way it is still their only writer.
+        // starts them again). Either way nobody else writes them. But while the previous
+        // session's lease may still be valid on its side (a paused process, or another one
+        // using the same id), the new session must not start them: they are held (module doc).
+        let previous = self
+            .workers
+            .get(worker_id)
+            .filter(|w| w.alive())
+            .map(|w| (w.last_seen, w.session_generation));
+        if let Some((last_seen, old_session)) = previous {
+            self.hold_tasks_of(worker_id, last_seen, old_session, now);
+        }
         self.workers.insert(
             worker_id.to_string(),
             Worker {
@@ -266,6 +399,91 @@ impl Control {
         self.rebalance();
         self.update_gauges();
         Ok(self.view(worker_id))
+    }
+
+    /// Holds every task `worker_id` has until its previous session (last seen at `last_seen`)
+    /// can no longer hold a valid lease.
+    fn hold_tasks_of(
+        &mut self,
+        worker_id: &str,
+        last_seen: Instant,
+        old_session: u64,
+        now: Instant,
+    ) {
+        let until = last_seen + self.timing.lease_ttl + self.timing.handover_margin;
+        if until <= now {
+            return;
+        }
+        let tasks: Vec<String> = self
+            .actual
+            .iter()
+            .filter(|(_, w)| w.as_str() == worker_id)
+            .map(|(t, _)| t.clone())
+            .collect();
+        if tasks.is_empty() {
+            return;
+        }
+        for t in &tasks {
+            let hold = self.holds.entry(t.clone()).or_insert_with(|| Hold {
+                worker: worker_id.to_string(),
+                until,
+            });
+            hold.worker = worker_id.to_string();
+            hold.until = hold.until.max(until);
+        }
+        let wait = until.saturating_duration_since(now);
+        let at = humantime::format_rfc3339_seconds(SystemTime::now() + wait);
+        let wait = humantime::format_duration(Duration::from_millis(wait.as_millis() as u64));
+        tracing::warn!(
+            worker = %worker_id,
+            held = tasks.len(),
+            until = %at,
+            previous_session = old_session,
+            "re-joined while its previous session's lease may still be valid: its tasks are held until that lease has surely ended"
+        );
+        self.events.record(
+            Level::Warning,
+            format!("worker {worker_id}"),
+            format!(
+                "re-joined while its previous session (generation {old_session}) still held a lease: its {} task(s) are held from every worker until {at} (in {wait}: that lease plus the hand-over margin), in case the previous process is paused and writes late",
+                tasks.len()
+            ),
+        );
+    }
+
+    /// Lifts the holds that are due: the held worker gets its tasks (or gives them up at once
+    /// when they are meant for another worker: it never ran them since the hold began).
+    fn release_holds(&mut self, now: Instant) -> bool {
+        let due: Vec<(String, Hold)> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| h.until <= now)
+            .map(|(t, h)| (t.clone(), h.clone()))
+            .collect();
+        if due.is_empty() {
+            return false;
+        }
+        for (task, hold) in &due {
+            self.holds.remove(task);
+            if self.actual.get(task) == Some(&hold.worker)
+                && self.desired.get(task) != Some(&hold.worker)
+            {
+                self.actual.remove(task);
+                self.progress.remove(task);
+            }
+        }
+        let mut workers: Vec<&str> = due.iter().map(|(_, h)| h.worker.as_str()).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        tracing::info!(
+            tasks = due.len(),
+            workers = %workers.join(","),
+            "hold over: the previous session's lease has ended; held tasks are handed out"
+        );
+        // The held worker's assignment changes: a new generation.
+        self.generation += 1;
+        self.dirty = true;
+        true
     }
 
     /// Checks the caller's session and generation, and renews its lease.
@@ -328,8 +546,9 @@ impl Control {
     }
 
     /// Records what a heartbeat newly reports as wrong: a task that turned failed (or fails
-    /// differently), a partition whose gap count grew. Steady state records nothing.
-    fn note_changes(&self, worker_id: &str, p: &pb::TaskProgress) {
+    /// differently), a partition whose gap count grew, duplicate ranges not seen before (kept
+    /// in `duplicates`). Steady state records nothing.
+    fn note_changes(&mut self, worker_id: &str, p: &pb::TaskProgress) {
         let before = self.progress.get(&p.task_id);
         let failed = pb::TaskState::Failed as i32;
         if p.state == failed && before.is_none_or(|b| b.state != failed || b.message != p.message) {
@@ -361,6 +580,67 @@ impl Control {
                 );
             }
         }
+        let session = self
+            .workers
+            .get(worker_id)
+            .map_or(0, |w| w.session_generation);
+        for part in &p.partitions {
+            let key = (p.task_id.clone(), part.topic.clone(), part.partition);
+            if part.duplicates == 0
+                && part.duplicate_ranges.is_empty()
+                && !self.duplicates.contains_key(&key)
+            {
+                continue;
+            }
+            let reporter = (worker_id.to_string(), session, p.restarts);
+            let new = self.duplicates.entry(key).or_default().absorb(
+                reporter,
+                part.duplicates,
+                &part.duplicate_ranges,
+            );
+            let fencing = if part.fencing.is_empty() {
+                "unknown"
+            } else {
+                part.fencing.as_str()
+            };
+            for r in &new {
+                tracing::warn!(
+                    task = %p.task_id,
+                    worker = %worker_id,
+                    topic = %part.topic,
+                    partition = part.partition,
+                    target_from = r.target_from,
+                    target_to = r.target_to,
+                    source_from = r.source_from,
+                    source_to = r.source_to,
+                    records = r.records,
+                    fencing,
+                    "zombie writes: target records repeat source offsets already mirrored"
+                );
+            }
+            for r in new.iter().take(MAX_DUPLICATE_EVENTS) {
+                self.events.record(
+                    Level::Warning,
+                    format!("task {}", p.task_id),
+                    format!(
+                        "zombie writes: {}/{} target offsets {}..{} repeat source offsets {}..{} ({} records) — a paused former owner wrote after its lease (fencing = {fencing})",
+                        part.topic, part.partition, r.target_from, r.target_to, r.source_from, r.source_to, r.records
+                    ),
+                );
+            }
+            if new.len() > MAX_DUPLICATE_EVENTS {
+                self.events.record(
+                    Level::Warning,
+                    format!("task {}", p.task_id),
+                    format!(
+                        "zombie writes: {}/{}: {} more new duplicate range(s) (`lockstep status` lists them)",
+                        part.topic,
+                        part.partition,
+                        new.len() - MAX_DUPLICATE_EVENTS
+                    ),
+                );
+            }
+        }
     }
 
     /// The worker stopped these tasks: hand them to their desired worker.
@@ -374,8 +654,11 @@ impl Control {
         self.authenticate(worker_id, generation, now)?;
         let mut changed = false;
         for t in task_ids {
+            // A held task stays put: the session releasing it never ran it, but a former
+            // session of the same id may still be writing it.
             if self.actual.get(t).map(String::as_str) == Some(worker_id)
                 && self.desired.get(t).map(String::as_str) != Some(worker_id)
+                && !self.holds.contains_key(t)
             {
                 self.actual.remove(t);
                 self.progress.remove(t);
@@ -390,7 +673,8 @@ impl Control {
         Ok(self.generation)
     }
 
-    /// Clean leave: the worker has stopped all its tasks; hand them over at once.
+    /// Clean leave: the worker has stopped all its tasks; hand them over at once (held tasks
+    /// when their hold is over: a former session of the id may still write them).
     pub fn leave(
         &mut self,
         worker_id: &str,
@@ -411,7 +695,8 @@ impl Control {
     // Time and admin
     // ------------------------------------------------------------------------------------
 
-    /// Expires leases and completes hand-overs whose margin has passed. Call often.
+    /// Expires leases, completes hand-overs whose margin has passed and lifts holds that are
+    /// due. Call often.
     pub fn tick(&mut self, now: Instant) {
         let ttl = self.timing.lease_ttl;
         let margin = self.timing.handover_margin;
@@ -444,7 +729,8 @@ impl Control {
             self.workers.remove(id);
             self.actual.retain(|_, w| w != id);
         }
-        if membership_changed || !gone.is_empty() {
+        let holds_lifted = self.release_holds(now);
+        if membership_changed || !gone.is_empty() || holds_lifted {
             self.dirty = true;
             self.rebalance();
             self.update_gauges();
@@ -526,12 +812,12 @@ impl Control {
         self.promote();
     }
 
-    /// Gives every task without an actual worker to its desired one. One generation bump per
-    /// batch of changes.
+    /// Gives every task without an actual worker (and not held) to its desired one. One
+    /// generation bump per batch of changes.
     fn promote(&mut self) {
         let mut changed = false;
         for (task, worker) in &self.desired {
-            if !self.actual.contains_key(task) {
+            if !self.actual.contains_key(task) && !self.holds.contains_key(task) {
                 self.actual.insert(task.clone(), worker.clone());
                 changed = true;
             }
@@ -555,12 +841,13 @@ impl Control {
         }
     }
 
-    /// What a worker must run now, and what it must stop.
+    /// What a worker must run now, and what it must stop. Held tasks are in neither list: the
+    /// session does not run them (a task missing from `assigned` is stopped if it runs).
     fn view(&self, worker_id: &str) -> WorkerView {
         let mut assigned = Vec::new();
         let mut revoked = Vec::new();
         for (task, w) in &self.actual {
-            if w != worker_id {
+            if w != worker_id || self.holds.contains_key(task) {
                 continue;
             }
             if self.desired.get(task) == Some(w) {
@@ -623,6 +910,44 @@ impl Control {
     // Status
     // ------------------------------------------------------------------------------------
 
+    /// The task's progress as its current owner reports it, with the duplicates of every
+    /// owner since this coordinator started (count and ranges) in place of the owner's own;
+    /// a partition only a former owner reported on appears with just its duplicates, and a
+    /// task without a report then has one in state UNSPECIFIED.
+    fn progress_with_duplicates(&self, task: &str) -> Option<pb::TaskProgress> {
+        let mut progress = self.progress.get(task).cloned();
+        let start = (task.to_string(), String::new(), i32::MIN);
+        for ((_, topic, partition), log) in self
+            .duplicates
+            .range(start..)
+            .take_while(|((t, _, _), _)| t == task)
+        {
+            let p = progress.get_or_insert_with(|| pb::TaskProgress {
+                task_id: task.to_string(),
+                ..Default::default()
+            });
+            let i = match p
+                .partitions
+                .iter()
+                .position(|q| &q.topic == topic && q.partition == *partition)
+            {
+                Some(i) => i,
+                None => {
+                    p.partitions.push(pb::PartitionProgress {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        ..Default::default()
+                    });
+                    p.partitions.len() - 1
+                }
+            };
+            let part = &mut p.partitions[i];
+            part.duplicates = log.total.max(part.duplicates);
+            part.duplicate_ranges = log.ranges.iter().cloned().collect();
+        }
+        progress
+    }
+
     pub fn status(&self, now: Instant) -> pb::StatusResponse {
         let ttl = self.timing.lease_ttl;
         let workers = self
@@ -661,7 +986,7 @@ impl Control {
                 site: t.site.clone(),
                 worker_id: self.actual.get(&t.id).cloned().unwrap_or_default(),
                 phase: self.phase(&t.id, &t.flow).to_string(),
-                progress: self.progress.get(&t.id).cloned(),
+                progress: self.progress_with_duplicates(&t.id),
             })
             .collect();
         pb::StatusResponse {
@@ -853,5 +1178,248 @@ mod tests {
             c.pause_flow("nope", true),
             Err(ControlError::UnknownFlow(_))
         ));
+    }
+
+    fn hb(c: &mut Control, id: &str, gen: u64, now: Instant) -> WorkerView {
+        c.heartbeat(id, gen, vec![], now).expect("heartbeat")
+    }
+
+    #[test]
+    fn rejoin_during_a_live_lease_holds_the_tasks_until_that_lease_has_ended() {
+        let t0 = Instant::now();
+        let mut c = control(4, t0);
+        let first = c.join("a", caps(), 0, "h".into(), t0).expect("join");
+        assert_eq!(first.assigned.len(), 4);
+        // The old session's last heartbeat: its lease is valid on its side until at most
+        // t0 + 3 + ttl - safety margin; the hold lasts until t0 + 3 + ttl + margin = t0 + 14.
+        hb(&mut c, "a", first.generation, t0 + Duration::from_secs(3));
+        let t1 = t0 + Duration::from_secs(5);
+        let second = c.join("a", caps(), 0, "h2".into(), t1).expect("rejoin");
+        assert!(
+            second.assigned.is_empty() && second.revoked.is_empty(),
+            "{second:?}"
+        );
+        assert!(matches!(
+            c.heartbeat("a", first.generation, vec![], t1),
+            Err(ControlError::StaleGeneration { .. })
+        ));
+        let events = c.events.snapshot();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.source == "worker a" && e.message.contains("its 4 task(s) are held")),
+            "{events:?}"
+        );
+        // The new session releasing or leaving does not free them either.
+        let all: Vec<String> = (0..4).map(|i| format!("f/s/{i}")).collect();
+        c.release("a", second.generation, &all, t1)
+            .expect("release");
+        let mut now = t1;
+        while now < t0 + Duration::from_secs(14) {
+            c.tick(now);
+            let v = hb(&mut c, "a", second.generation, now);
+            assert!(v.assigned.is_empty(), "held at {:?}", now - t0);
+            now += Duration::from_millis(500);
+        }
+        assert_eq!(c.snapshot().held.len(), 4);
+        let gen = c.generation();
+        c.tick(now);
+        assert!(c.generation() > gen, "lifting the hold is a new generation");
+        assert!(c.snapshot().held.is_empty());
+        assert_eq!(hb(&mut c, "a", second.generation, now).assigned.len(), 4);
+    }
+
+    #[test]
+    fn held_tasks_go_to_nobody_else_and_move_at_once_when_the_hold_ends() {
+        let t0 = Instant::now();
+        let mut c = control(4, t0);
+        let first = c.join("a", caps(), 0, "h".into(), t0).expect("join");
+        let second = c
+            .join("a", caps(), 0, "h".into(), t0 + Duration::from_secs(1))
+            .expect("rejoin");
+        let b = c
+            .join("b", caps(), 0, "h".into(), t0 + Duration::from_secs(1))
+            .expect("join b");
+        assert!(b.assigned.is_empty());
+        let mut now = t0 + Duration::from_secs(1);
+        while now < t0 + Duration::from_secs(11) {
+            c.tick(now);
+            assert!(hb(&mut c, "a", second.generation, now).assigned.is_empty());
+            assert!(hb(&mut c, "b", b.generation, now).assigned.is_empty());
+            now += Duration::from_secs(1);
+        }
+        c.tick(now);
+        let a = hb(&mut c, "a", second.generation, now);
+        let b = hb(&mut c, "b", b.generation, now);
+        assert_eq!((a.assigned.len(), b.assigned.len()), (2, 2));
+        assert!(a.revoked.is_empty(), "never ran them, nothing to revoke");
+        assert!(c.heartbeat("a", first.generation, vec![], now).is_err());
+    }
+
+    #[test]
+    fn rejoin_after_expiry_or_of_a_new_id_gets_the_tasks_at_once() {
+        let t0 = Instant::now();
+        let mut c = control(4, t0);
+        c.join("a", caps(), 0, "h".into(), t0).expect("join");
+        let later = t0 + Duration::from_millis(10_500);
+        c.tick(later); // expired, hand-over margin not yet over
+        let again = c.join("a", caps(), 0, "h".into(), later).expect("rejoin");
+        assert_eq!(again.assigned.len(), 4);
+        assert!(c.snapshot().held.is_empty());
+        let fresh = c.join("n", caps(), 0, "h".into(), later).expect("join n");
+        assert!(fresh.revoked.is_empty());
+    }
+
+    #[test]
+    fn a_restarted_coordinator_keeps_a_hold_for_a_full_lease() {
+        let t0 = Instant::now();
+        let mut c = control(2, t0);
+        c.join("a", caps(), 0, "h".into(), t0).expect("join");
+        let second = c
+            .join("a", caps(), 0, "h".into(), t0 + Duration::from_secs(1))
+            .expect("rejoin");
+        let snap = c.snapshot();
+        assert_eq!(snap.held.len(), 2);
+        let json = serde_json::to_string(&snap).expect("encode");
+        let snap: PersistedState = serde_json::from_str(&json).expect("decode");
+        let restart = t0 + Duration::from_secs(5);
+        let mut r = Control::new(
+            defs(2),
+            timing(),
+            100,
+            Some(snap),
+            restart,
+            Metrics::new_unregistered(),
+        );
+        // The original hold ended at t0 + 11; the restored one ends at restart + 11.
+        let mut now = restart;
+        while now < restart + Duration::from_secs(11) {
+            r.tick(now);
+            assert!(hb(&mut r, "a", second.generation, now).assigned.is_empty());
+            now += Duration::from_secs(1);
+        }
+        r.tick(now);
+        assert_eq!(hb(&mut r, "a", second.generation, now).assigned.len(), 2);
+    }
+
+    fn dup(target_from: i64, source_from: i64, records: u64) -> pb::DuplicateRange {
+        pb::DuplicateRange {
+            target_from,
+            target_to: target_from + records as i64 - 1,
+            source_from,
+            source_to: source_from + records as i64 - 1,
+            records,
+        }
+    }
+
+    fn dup_progress(task: &str, count: u64, ranges: Vec<pb::DuplicateRange>) -> pb::TaskProgress {
+        pb::TaskProgress {
+            task_id: task.into(),
+            state: pb::TaskState::Running as i32,
+            partitions: vec![pb::PartitionProgress {
+                topic: "clicks".into(),
+                partition: 3,
+                duplicates: count,
+                duplicate_ranges: ranges,
+                fencing: "leases".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn duplicates_are_warned_once_and_kept_across_owners() {
+        let t0 = Instant::now();
+        let mut c = control(1, t0);
+        let a = c.join("a", caps(), 0, "h".into(), t0).expect("join");
+        let task = "f/s/0";
+        let r1 = dup(1000, 500, 120);
+        c.heartbeat(
+            "a",
+            a.generation,
+            vec![dup_progress(task, 120, vec![r1])],
+            t0,
+        )
+        .expect("hb");
+        c.heartbeat(
+            "a",
+            a.generation,
+            vec![dup_progress(task, 120, vec![r1])],
+            t0,
+        )
+        .expect("hb again");
+        let warned = |c: &Control| {
+            c.events
+                .snapshot()
+                .into_iter()
+                .filter(|e| e.message.starts_with("zombie writes"))
+                .map(|e| (e.message, e.count))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            warned(&c),
+            vec![("zombie writes: clicks/3 target offsets 1000..1119 repeat source offsets 500..619 (120 records) — a paused former owner wrote after its lease (fencing = leases)".to_string(), 1)]
+        );
+        // The task moves to b, which finds the same range again and then a new one.
+        c.leave("a", a.generation, t0).expect("leave");
+        let b = c.join("b", caps(), 0, "h".into(), t0).expect("join b");
+        assert_eq!(b.assigned.len(), 1);
+        let plain = pb::TaskProgress {
+            task_id: task.into(),
+            state: pb::TaskState::Running as i32,
+            ..Default::default()
+        };
+        c.heartbeat("b", b.generation, vec![plain], t0)
+            .expect("hb b");
+        let status = c.status(t0);
+        let part = &status.tasks[0]
+            .progress
+            .as_ref()
+            .expect("progress")
+            .partitions[0];
+        assert_eq!((part.duplicates, part.duplicate_ranges.len()), (120, 1));
+        c.heartbeat(
+            "b",
+            b.generation,
+            vec![dup_progress(task, 120, vec![r1])],
+            t0,
+        )
+        .expect("hb b");
+        let r2 = dup(5000, 4000, 7);
+        c.heartbeat(
+            "b",
+            b.generation,
+            vec![dup_progress(task, 127, vec![r1, r2])],
+            t0,
+        )
+        .expect("hb b");
+        assert_eq!(warned(&c).len(), 2, "{:?}", warned(&c));
+        let status = c.status(t0);
+        let p = status.tasks[0].progress.as_ref().expect("progress");
+        assert_eq!(p.partitions[0].duplicates, 127);
+        assert_eq!(p.partitions[0].duplicate_ranges, vec![r1, r2]);
+        assert_eq!(p.partitions[0].fencing, "leases");
+    }
+
+    #[test]
+    fn duplicate_log_counts_growth_once_and_is_bounded() {
+        let mut log = DuplicateLog::default();
+        let w = ("w".to_string(), 1, 0);
+        let mut r = dup(10, 5, 2);
+        assert_eq!(log.absorb(w.clone(), 2, &[r]).len(), 1);
+        // The worker extends its latest range in place.
+        r.target_to += 3;
+        r.source_to += 3;
+        r.records += 3;
+        assert_eq!(log.absorb(w.clone(), 5, &[r]), vec![r]);
+        assert_eq!((log.total, log.ranges.len()), (5, 1));
+        // A restarted run (new reporter) reporting the same range adds nothing.
+        assert!(log.absorb(("w".into(), 1, 1), 5, &[r]).is_empty());
+        assert_eq!(log.total, 5);
+        for i in 0..(MAX_DUPLICATE_RANGES as i64 + 10) {
+            log.absorb(("x".into(), 1, 0), 0, &[dup(100 + i * 10, 50 + i * 10, 1)]);
+        }
+        assert_eq!(log.ranges.len(), MAX_DUPLICATE_RANGES);
     }
 }

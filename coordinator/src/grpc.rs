@@ -207,6 +207,7 @@ impl WorkerService for Workers {
                     lease_ttl_ms: timing.lease_ttl.as_millis() as u64,
                     heartbeat_interval_ms: timing.heartbeat_interval.as_millis() as u64,
                     lease_safety_margin_ms: timing.lease_safety_margin.as_millis() as u64,
+                    handover_margin_ms: timing.handover_margin.as_millis() as u64,
                     assigned: view.assigned,
                     coordinator_id: s.coordinator_id.clone(),
                 })

@@ -109,6 +109,72 @@ pub struct TaskView {
     /// Object sync figures (objects tasks only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub objects: Option<ObjectsView>,
+    /// How a former owner is fenced (Kafka tasks, as reported): "transactions" (by the broker)
+    /// or "leases" (lease timing only: late writes are detected, not prevented).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fencing: Option<String>,
+    /// Partitions whose target repeats source offsets already mirrored (a paused former
+    /// owner's late writes), over every owner since the coordinator started.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicates: Vec<DuplicatesView>,
+}
+
+/// Duplicates at the target of one task partition.
+#[derive(Serialize)]
+pub struct DuplicatesView {
+    pub topic: String,
+    pub partition: i32,
+    /// Duplicate records counted so far.
+    pub records: u64,
+    /// The latest ranges, oldest first (at most [`crate::control::MAX_DUPLICATE_RANGES`]).
+    pub ranges: Vec<DuplicateRangeView>,
+}
+
+/// Target offsets `target_from..=target_to` repeat source offsets `source_from..=source_to`.
+#[derive(Serialize)]
+pub struct DuplicateRangeView {
+    pub target_from: i64,
+    pub target_to: i64,
+    pub source_from: i64,
+    pub source_to: i64,
+    pub records: u64,
+}
+
+impl TaskView {
+    /// The task's fencing mode(s) as its partitions report them, and its duplicates.
+    fn kafka_figures(p: &pb::TaskProgress) -> (Option<String>, Vec<DuplicatesView>) {
+        let mut modes: Vec<&str> = p
+            .partitions
+            .iter()
+            .map(|q| q.fencing.as_str())
+            .filter(|m| !m.is_empty())
+            .collect();
+        modes.sort_unstable();
+        modes.dedup();
+        let fencing = (!modes.is_empty()).then(|| modes.join(","));
+        let duplicates = p
+            .partitions
+            .iter()
+            .filter(|q| q.duplicates > 0 || !q.duplicate_ranges.is_empty())
+            .map(|q| DuplicatesView {
+                topic: q.topic.clone(),
+                partition: q.partition,
+                records: q.duplicates,
+                ranges: q
+                    .duplicate_ranges
+                    .iter()
+                    .map(|r| DuplicateRangeView {
+                        target_from: r.target_from,
+                        target_to: r.target_to,
+                        source_from: r.source_from,
+                        source_to: r.source_to,
+                        records: r.records,
+                    })
+                    .collect(),
+            })
+            .collect();
+        (fencing, duplicates)
+    }
 }
 
 /// An objects task's progress, as its heartbeats report it.
@@ -170,21 +236,28 @@ impl From<pb::StatusResponse> for StatusView {
                 .into_iter()
                 .map(|t| {
                     let p = t.progress.as_ref();
+                    let (fencing, duplicates) = p.map(TaskView::kafka_figures).unwrap_or_default();
                     TaskView {
-                        state: p.map(|p| {
-                            pb::TaskState::try_from(p.state)
-                                .map(|s| {
-                                    s.as_str_name()
-                                        .trim_start_matches("TASK_STATE_")
-                                        .to_lowercase()
-                                })
-                                .unwrap_or_else(|_| format!("unknown({})", p.state))
-                        }),
+                        // UNSPECIFIED: no report from the current owner yet (the coordinator
+                        // shows a former owner's duplicates only).
+                        state: p
+                            .filter(|p| p.state != pb::TaskState::Unspecified as i32)
+                            .map(|p| {
+                                pb::TaskState::try_from(p.state)
+                                    .map(|s| {
+                                        s.as_str_name()
+                                            .trim_start_matches("TASK_STATE_")
+                                            .to_lowercase()
+                                    })
+                                    .unwrap_or_else(|_| format!("unknown({})", p.state))
+                            }),
                         message: p.map(|p| p.message.clone()).filter(|m| !m.is_empty()),
                         records: p.map(|p| p.records).unwrap_or(0),
                         bytes: p.map(|p| p.bytes).unwrap_or(0),
                         restarts: p.map(|p| p.restarts).unwrap_or(0),
                         objects: p.and_then(|p| p.objects.as_ref()).map(ObjectsView::from),
+                        fencing,
+                        duplicates,
                         worker_id: Some(t.worker_id).filter(|w| !w.is_empty()),
                         task_id: t.task_id,
                         kind: t.kind,

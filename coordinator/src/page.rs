@@ -1,6 +1,6 @@
 //! The status page at `/`: one server-rendered HTML page for an operator's first look at a
-//! region: drift verdicts per datasource, sites, flows, workers, the task assignment and the
-//! recent errors. It reads the same state as `/api/v1/status`, `/api/v1/drift` and
+//! region: drift verdicts per datasource, sites, flows, workers, the task assignment (with each
+//! Kafka task's fencing mode and any duplicates at the target) and the recent errors. It reads the same state as `/api/v1/status`, `/api/v1/drift` and
 //! `/api/v1/errors`; no front-end build, and the page works without JavaScript. A few lines of
 //! script refresh the `<main>` element every few seconds (`/?fragment=main` answers only that
 //! part) and can be paused.
@@ -92,12 +92,21 @@ fn summary(d: &PageData) -> Markup {
         .iter()
         .filter(|t| t.state.as_deref() == Some("failed"))
         .count();
+    let duplicates: u64 = s
+        .tasks
+        .iter()
+        .flat_map(|t| &t.duplicates)
+        .map(|d| d.records)
+        .sum();
     html! {
         section #summary .cards {
             div.card { div.k { "drift" } div.v { @match d.drift { Some(r) => (verdict_badge(r.verdict.as_str())), None => span.muted { "not checked yet" } } } }
             div.card { div.k { "workers" } div.v { (s.workers.len()) } }
             div.card { div.k { "tasks running" } div.v { (running) " / " (s.tasks.len()) } }
             div.card { div.k { "tasks failed" } div.v class={ @if failed > 0 { "bad" } } { (failed) } }
+            @if duplicates > 0 {
+                div.card { div.k { "duplicate records" } div.v.bad { (duplicates) } }
+            }
             div.card { div.k { "generation" } div.v { (s.generation) } }
             @if !s.paused_flows.is_empty() {
                 div.card { div.k { "paused flows" } div.v { (s.paused_flows.join(", ")) } }
@@ -336,9 +345,23 @@ fn task_row(t: &TaskView) -> Markup {
             td { (t.worker_id.as_deref().unwrap_or("–")) }
             td { (t.phase) }
             td class={ "s-" (state) } { (state) }
+            td.fencing class={ @if t.fencing.as_deref() == Some("leases") { "warn" } } { (t.fencing.as_deref().unwrap_or("–")) }
             td.num { (t.records) }
             td.num { (t.restarts) }
             td.msg { (t.message.as_deref().unwrap_or("")) }
+        }
+        @for d in &t.duplicates {
+            tr.duplicates data-duplicates-of=(t.task_id) data-topic=(d.topic) data-partition=(d.partition) {
+                td {}
+                td colspan="8" .bad {
+                    "duplicates at the target, " (d.topic) "/" (d.partition) ": " b { (d.records) } " record(s)"
+                    " (a paused former owner wrote after its lease): "
+                    @for (i, r) in d.ranges.iter().enumerate() {
+                        @if i > 0 { "; " }
+                        "target " (r.target_from) ".." (r.target_to) " = source " (r.source_from) ".." (r.source_to) " (" (r.records) ")"
+                    }
+                }
+            }
         }
     }
 }
@@ -348,7 +371,7 @@ fn tasks_section(d: &PageData) -> Markup {
         section #tasks {
             h2 { "Task assignment" }
             table {
-                thead { tr { th { "task" } th { "kind" } th { "worker" } th { "phase" } th { "state" } th.num { "records" } th.num { "restarts" } th { "message" } } }
+                thead { tr { th { "task" } th { "kind" } th { "worker" } th { "phase" } th { "state" } th { "fencing" } th.num { "records" } th.num { "restarts" } th { "message" } } }
                 tbody { @for t in &d.status.tasks { (task_row(t)) } }
             }
         }
@@ -446,5 +469,51 @@ mod tests {
         );
         assert_eq!(without_userinfo("http://druid:8888"), "http://druid:8888");
         assert_eq!(without_userinfo("druid:8888"), "druid:8888");
+    }
+
+    #[test]
+    fn a_task_row_shows_fencing_and_duplicates() {
+        use lockstep_proto as pb;
+        let status = pb::StatusResponse {
+            tasks: vec![pb::TaskStatus {
+                task_id: "clicks/site-b/0".into(),
+                kind: "kafka".into(),
+                phase: "unassigned".into(),
+                // A former owner's duplicates only: no state to show.
+                progress: Some(pb::TaskProgress {
+                    task_id: "clicks/site-b/0".into(),
+                    partitions: vec![pb::PartitionProgress {
+                        topic: "clicks".into(),
+                        partition: 3,
+                        duplicates: 120,
+                        duplicate_ranges: vec![pb::DuplicateRange {
+                            target_from: 1000,
+                            target_to: 1119,
+                            source_from: 500,
+                            source_to: 619,
+                            records: 120,
+                        }],
+                        fencing: "leases".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let view = StatusView::from(status);
+        let t = &view.tasks[0];
+        assert_eq!(
+            (t.state.as_deref(), t.fencing.as_deref()),
+            (None, Some("leases"))
+        );
+        let html = task_row(t).into_string();
+        assert!(html.contains(">leases<"), "{html}");
+        assert!(
+            html.contains("clicks/3: <b>120</b> record(s)")
+                && html.contains("target 1000..1119 = source 500..619 (120)"),
+            "{html}"
+        );
     }
 }

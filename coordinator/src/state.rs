@@ -67,6 +67,12 @@ pub struct PersistedState {
     /// task -> worker that may be running it now (single writer).
     pub actual: BTreeMap<String, String>,
     pub paused_flows: BTreeSet<String>,
+    /// task -> worker id: tasks held from every session until a former session of that id
+    /// can no longer hold a valid lease (`crate::control`). A restored hold lasts a full
+    /// `lease_ttl + handover_margin` from the restore. Absent when empty (and in documents of
+    /// earlier versions).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<String, String>,
     /// Who wrote this version (absent in documents of versions before leader election).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stamp: Option<Stamp>,

@@ -480,10 +480,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 fn mock_cluster(name: &str) -> Result<Mock> {
     let cluster = MockCluster::new(1)
         .with_context(|| format!("cannot start the in-process Kafka cluster {name}"))?;
-    // The mock cluster has no CreateTopics: the mirror finds its target topic ready.
+    // The mock cluster has no CreateTopics: the mirror finds its target topic and its
+    // checkpoint topic ready.
     cluster
         .create_topic(CLICKS, PARTITIONS, 1)
         .with_context(|| format!("cannot create topic {CLICKS} on the Kafka cluster {name}"))?;
+    let progress = lockstep_workers::kafka::checkpoint::PROGRESS_TOPIC;
+    cluster
+        .create_topic(progress, 1, 1)
+        .with_context(|| format!("cannot create topic {progress} on the Kafka cluster {name}"))?;
     Ok(cluster)
 }
 

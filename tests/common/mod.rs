@@ -2,6 +2,8 @@
 //! when dropped. Shared by the integration tests in this folder.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use lockstep_proto as pb;
 use std::collections::BTreeMap;
 use std::net::TcpListener;

@@ -587,6 +587,13 @@ fn main() {
             .create_topic(t, PARTITIONS, 1)
             .unwrap_or_else(|e| panic!("mock cluster: create topic {t}: {e}"));
     }
+    // The mock has no CreateTopics: the mirror's checkpoint topic exists up front.
+    {
+        let t = lockstep_workers::kafka::checkpoint::PROGRESS_TOPIC;
+        cluster
+            .create_topic(t, 1, 1)
+            .unwrap_or_else(|e| panic!("mock cluster: create topic {t}: {e}"));
+    }
     let bootstrap = cluster.bootstrap_servers();
     println!(
         "mirror bench: {n} records x 1 KiB ({} bytes key+value), {PARTITIONS} partitions, mock cluster at {bootstrap}",

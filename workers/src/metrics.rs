@@ -42,6 +42,8 @@ pub struct WorkerMetrics {
     pub mirror_skipped: IntCounterVec,
     pub mirror_dead_letters: IntCounterVec,
     pub mirror_errors: IntCounterVec,
+    pub mirror_duplicates: IntCounterVec,
+    pub mirror_fencing: IntGaugeVec,
     pub objects_copied: IntCounterVec,
     pub objects_copied_bytes: IntCounterVec,
     pub objects_skipped: IntCounterVec,
@@ -89,6 +91,8 @@ pub const NAMES: &[&str] = &[
     "lockstep_worker_lease_remaining_seconds",
     "lockstep_worker_info",
     "lockstep_worker_coordinator_redirects_total",
+    "lockstep_mirror_duplicate_records_total",
+    "lockstep_mirror_fencing_info",
 ];
 
 const FS: &[&str] = &["flow", "site"];
@@ -158,6 +162,16 @@ impl WorkerMetrics {
                 NAMES[13],
                 "Mirror errors by kind: consume, produce, delivery, oversize.",
                 &["flow", "site", "kind"],
+            ),
+            mirror_duplicates: cv(
+                NAMES[27],
+                "Records found at the target that repeat a source offset already mirrored (a paused former owner's late writes), per partition.",
+                &["flow", "site", "topic", "partition"],
+            ),
+            mirror_fencing: gv(
+                NAMES[28],
+                "1 for the fencing the (flow, site) tasks on this worker use: mode = transactions (the broker fences a former owner) or leases (late writes detected, not prevented).",
+                &["flow", "site", "mode"],
             ),
             objects_copied: cv(
                 NAMES[14],
@@ -229,6 +243,8 @@ impl WorkerMetrics {
             Box::new(m.mirror_skipped.clone()),
             Box::new(m.mirror_dead_letters.clone()),
             Box::new(m.mirror_errors.clone()),
+            Box::new(m.mirror_duplicates.clone()),
+            Box::new(m.mirror_fencing.clone()),
             Box::new(m.objects_copied.clone()),
             Box::new(m.objects_copied_bytes.clone()),
             Box::new(m.objects_skipped.clone()),
@@ -290,6 +306,21 @@ impl WorkerMetrics {
         }
         for reason in MIRROR_SKIP_REASONS {
             self.mirror_skipped.with_label_values(&[flow, site, reason]);
+        }
+    }
+
+    /// Creates a mirrored partition's duplicate counter at zero.
+    pub fn init_partition(&self, flow: &str, site: &str, topic: &str, partition: i32) {
+        self.mirror_duplicates
+            .with_label_values(&[flow, site, topic, &partition.to_string()]);
+    }
+
+    /// Says which fencing the (flow, site) mirror uses: 1 for `mode`, 0 for the other.
+    pub fn set_fencing(&self, flow: &str, site: &str, mode: &str) {
+        for m in ["transactions", "leases"] {
+            self.mirror_fencing
+                .with_label_values(&[flow, site, m])
+                .set(i64::from(m == mode));
         }
     }
 

@@ -77,6 +77,7 @@ struct Lease {
     ttl: Duration,
     heartbeat: Duration,
     safety: Duration,
+    handover: Duration,
 }
 
 impl Worker {
@@ -195,12 +196,19 @@ impl Worker {
                             ttl: Duration::from_millis(r.lease_ttl_ms),
                             heartbeat: Duration::from_millis(r.heartbeat_interval_ms.max(10)),
                             safety: Duration::from_millis(r.lease_safety_margin_ms),
+                            handover: Duration::from_millis(r.handover_margin_ms),
                         };
                         self.renew(&lease_tx, sent + lease.ttl.saturating_sub(lease.safety));
                         tracing::info!(worker = %self.opts.worker_id, generation = r.generation, coordinator = %r.coordinator_id, tasks = r.assigned.len(), "joined");
                         self.metrics.joins.inc();
                         let stopped = self
-                            .reconcile(&mut running, &mut stopping, &r.assigned, &[], &lease_rx)
+                            .reconcile(
+                                &mut running,
+                                &mut stopping,
+                                &r.assigned,
+                                &[],
+                                &LeaseGuard::new(lease_rx.clone(), lease.safety + lease.handover),
+                            )
                             .await;
                         session = Some((r.generation, lease));
                         if !stopped.is_empty() {
@@ -274,7 +282,7 @@ impl Worker {
                                 &mut stopping,
                                 &r.assigned,
                                 &r.revoked,
-                                &lease_rx,
+                                &LeaseGuard::new(lease_rx.clone(), lease.safety + lease.handover),
                             )
                             .await;
                         if !stopped.is_empty() {
@@ -361,7 +369,7 @@ impl Worker {
         stopping: &mut HashMap<String, JoinHandle<()>>,
         assigned: &[pb::TaskSpec],
         revoked: &[String],
-        lease: &watch::Receiver<Instant>,
+        lease: &LeaseGuard,
     ) -> Vec<String> {
         let wanted: BTreeSet<&str> = assigned.iter().map(|t| t.task_id.as_str()).collect();
         let to_stop: BTreeSet<String> = running
@@ -405,7 +413,7 @@ impl Worker {
             let ctx = TaskContext {
                 spec: Arc::new(spec.clone()),
                 shutdown: cancel.clone(),
-                lease: LeaseGuard::new(lease.clone()),
+                lease: lease.clone(),
                 progress: progress.clone(),
             };
             let factory = self.factories.get(spec.kind.as_str()).cloned();

@@ -23,6 +23,8 @@ pub enum TaskError {
     Failed(String),
     #[error("lease lost: stopped writing")]
     LeaseLost,
+    #[error("{target}: no resume point: {detail}")]
+    NoResumePoint { target: String, detail: String },
 }
 
 /// One running unit of work.
@@ -54,11 +56,24 @@ pub struct TaskContext {
 #[derive(Clone)]
 pub struct LeaseGuard {
     rx: watch::Receiver<Instant>,
+    safety_margin: Option<std::time::Duration>,
 }
 
 impl LeaseGuard {
-    pub fn new(rx: watch::Receiver<Instant>) -> Self {
-        LeaseGuard { rx }
+    /// A guard on the deadlines `rx` carries; `safety_margin` is the least time between the
+    /// deadline and the moment the coordinator may hand the task to another worker (the
+    /// lease's safety margin plus the hand-over margin, as the coordinator announced them).
+    pub fn new(rx: watch::Receiver<Instant>, safety_margin: std::time::Duration) -> Self {
+        LeaseGuard {
+            rx,
+            safety_margin: Some(safety_margin),
+        }
+    }
+
+    /// Within how long a write queued while the lease holds must land or be dropped, so that
+    /// it can never land after a successor started (None: a lease that never ends).
+    pub fn landing_window(&self) -> Option<std::time::Duration> {
+        self.safety_margin
     }
 
     /// A guard whose lease never ends, for tools that run a task alone (one-shot CLI runs).
@@ -66,7 +81,10 @@ impl LeaseGuard {
         let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
         // A receiver keeps the last value after its sender is gone.
         let (_tx, rx) = watch::channel(far);
-        LeaseGuard { rx }
+        LeaseGuard {
+            rx,
+            safety_margin: None,
+        }
     }
 
     pub fn deadline(&self) -> Instant {

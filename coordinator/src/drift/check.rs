@@ -358,6 +358,11 @@ impl DriftEngine {
             .await
         {
             Ok(parts) => {
+                for part in &parts {
+                    if let Some(note) = &part.note {
+                        notes.push(format!("{}/{}: {note}", route.site_topic, part.partition));
+                    }
+                }
                 let behind = parts.iter().map(|p| p.records_behind).sum::<Option<i64>>();
                 (parts, behind)
             }

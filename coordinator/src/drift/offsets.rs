@@ -5,6 +5,14 @@
 //!
 //! It reads (one record per partition and poll, cached by site offset) and never writes or
 //! commits. rdkafka calls block, so they run on the blocking pool.
+//!
+//! The map never goes backwards ([`Floors`]): a record that repeats an earlier source offset (a
+//! paused former owner's late write, a duplicate at the site) would map a later site offset
+//! to a LOWER source offset and make "records behind" jump up. Per site partition the points
+//! (site offset, source offset) read so far are kept; a lookup whose source offset is below
+//! one read at a lower site offset takes that higher one instead, and is counted and noted
+//! ("site offset X maps back to source offset Y: duplicates at the site"). Site offsets are
+//! taken as stable, as the read cache already does (a recreated site topic needs a restart).
 
 use lockstep_config::KafkaCluster;
 use rdkafka::config::ClientConfig;
@@ -23,6 +31,9 @@ const SRC_CLUSTER: &str = "lockstep.src.cluster";
 
 /// Most cached (site offset -> source offset) entries before the cache starts afresh.
 const CACHE_LIMIT: usize = 100_000;
+
+/// Most (site offset, source offset) points kept per site partition to keep the map monotonic.
+const FLOOR_POINTS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {
@@ -72,6 +83,58 @@ pub struct PartitionProgress {
     /// Source records not yet mirrored into the site topic: the part of `records_behind`
     /// that is mirror lag rather than Druid ingestion lag.
     pub mirror_behind: Option<i64>,
+    /// Lookups of this partition, since the coordinator started, whose site record mapped
+    /// back to a lower source offset than an earlier site offset did (duplicates at the site):
+    /// the higher source offset was used instead.
+    pub maps_back: u64,
+    /// This check's such lookup(s), for the drift output: "site offset X maps back to source
+    /// offset Y: duplicates at the site".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A lookup through [`Floors::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// The source offset to use: the one read, or a higher one read at a lower site offset.
+    pub source: i64,
+    /// Set when the read one was lower: (site offset, the source offset read there).
+    pub maps_back: Option<(i64, i64)>,
+}
+
+/// Per site partition, the points (site offset, source offset) read so far, to keep the map
+/// from going backwards (module doc). Pure; [`OffsetMap`] keeps one per (cluster, topic,
+/// partition) with a count of lookups that went back.
+#[derive(Debug, Default, Clone)]
+pub struct Floors {
+    points: BTreeMap<i64, i64>,
+    /// Lookups that mapped back.
+    pub maps_back: u64,
+}
+
+impl Floors {
+    /// Records that site offset `site` maps to source offset `source` and returns the source
+    /// offset to use: never below one read at a lower site offset.
+    pub fn settle(&mut self, site: i64, source: i64) -> Settled {
+        let floor = self.points.range(..site).map(|(_, &s)| s).max();
+        self.points.insert(site, source);
+        if self.points.len() > FLOOR_POINTS {
+            self.points.pop_first();
+        }
+        match floor {
+            Some(f) if f > source => {
+                self.maps_back += 1;
+                Settled {
+                    source: f,
+                    maps_back: Some((site, source)),
+                }
+            }
+            _ => Settled {
+                source,
+                maps_back: None,
+            },
+        }
+    }
 }
 
 /// Kafka clients per cluster plus the (site, topic, partition, offset) -> source offset cache.
@@ -79,6 +142,8 @@ pub struct PartitionProgress {
 pub struct OffsetMap {
     consumers: Mutex<HashMap<String, Arc<Mutex<BaseConsumer>>>>,
     cache: Mutex<HashMap<(String, String, i32, i64), i64>>,
+    /// (site cluster, site topic, partition) -> points read, to keep the map monotonic.
+    floors: Mutex<HashMap<(String, String, i32), Floors>>,
 }
 
 impl OffsetMap {
@@ -190,18 +255,54 @@ impl OffsetMap {
                     &site_label,
                     format!("watermarks of {}/{p}", route.site_topic),
                 ))?;
+            let mut notes = Vec::new();
+            let mut settle = |site_offset: i64, source: i64| {
+                let key = (
+                    route.site.bootstrap_servers.clone(),
+                    route.site_topic.clone(),
+                    p,
+                );
+                let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+                let floor = floors.entry(key).or_default();
+                let settled = floor.settle(site_offset, source);
+                if let Some((at, read)) = settled.maps_back {
+                    notes.push(format!(
+                        "site offset {at} maps back to source offset {read}: duplicates at the site (source offset {} used)",
+                        settled.source
+                    ));
+                }
+                (settled.source, floor.maps_back)
+            };
+            let mut maps_back = 0;
             let mirrored_source_offset = if site_hw <= site_low {
                 None
             } else {
-                Some(self.source_offset_of(&site, &site_label, route, p, site_hw - 1, timeout)? + 1)
+                let read =
+                    self.source_offset_of(&site, &site_label, route, p, site_hw - 1, timeout)?;
+                let (source, n) = settle(site_hw - 1, read);
+                maps_back = n;
+                Some(source + 1)
             };
             let site_offset = ingested_end.get(&p).copied();
             let source_offset = match site_offset {
                 None | Some(0) => Some(source_low),
                 Some(end) => {
-                    Some(self.source_offset_of(&site, &site_label, route, p, end - 1, timeout)? + 1)
+                    let read =
+                        self.source_offset_of(&site, &site_label, route, p, end - 1, timeout)?;
+                    let (source, n) = settle(end - 1, read);
+                    maps_back = n;
+                    Some(source + 1)
                 }
             };
+            if !notes.is_empty() {
+                tracing::warn!(
+                    site = %route.site_name,
+                    topic = %route.site_topic,
+                    partition = p,
+                    notes = %notes.join("; "),
+                    "offset map: a later site record repeats an earlier source offset (duplicates at the site)"
+                );
+            }
             out.push(PartitionProgress {
                 partition: p,
                 site_offset,
@@ -212,6 +313,8 @@ impl OffsetMap {
                 mirror_behind: Some(
                     (source_hw - mirrored_source_offset.unwrap_or(source_low)).max(0),
                 ),
+                maps_back,
+                note: (!notes.is_empty()).then(|| notes.join("; ")),
             });
         }
         Ok(out)
@@ -330,6 +433,32 @@ pub fn source_topic_of(template: &str, site_topic: &str, listed: &[String]) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_map_never_goes_backwards() {
+        let mut f = Floors::default();
+        assert_eq!(f.settle(100, 1000).source, 1000);
+        assert_eq!(f.settle(120, 1020).source, 1020);
+        // A zombie's duplicate at site offset 130 repeats source offset 950.
+        let s = f.settle(130, 950);
+        assert_eq!(
+            s,
+            Settled {
+                source: 1020,
+                maps_back: Some((130, 950))
+            }
+        );
+        assert_eq!(f.maps_back, 1);
+        // A lookup below every higher point is taken as read (Druid behind the mirror).
+        assert_eq!(f.settle(110, 1010).maps_back, None);
+        // Past the duplicates the map goes on.
+        assert_eq!(f.settle(200, 1090).source, 1090);
+        assert_eq!(f.maps_back, 1);
+        for i in 0..(FLOOR_POINTS as i64 * 2) {
+            f.settle(300 + i, 2000 + i);
+        }
+        assert_eq!(f.points.len(), FLOOR_POINTS);
+    }
 
     #[test]
     fn source_topic_from_template() {

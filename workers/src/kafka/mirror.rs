@@ -1,35 +1,47 @@
 //! The mirror loop of one Kafka task (flow, site, slot).
 //!
-//! Start: discover the source topics, create or grow their target topics, and for each owned
-//! partition resume right after the highest source offset found in the target tail (the
-//! `lockstep.src.offset` header), or after the offset kept in `__lockstep_progress` for
-//! records that were skipped, whichever is later; with neither, the flow's `start` policy.
-//! A resume point below the source's low watermark is a gap: counted, logged, shown in status.
+//! Start: settle the fencing (`fencing = "auto"`: commit one probe transaction; a target that
+//! refuses it runs on leases alone, said in the log, status and a metric), then discover the
+//! source topics, create or grow their target topics, and for each owned partition find the
+//! resume point: read the target from the partition's checkpoint (`checkpoint`) to its end and
+//! resume after the highest source offset there; without a checkpoint, scan the tail backwards
+//! far enough to see a paused former owner's last writes too. With neither, the flow's `start`
+//! policy only where the whole partition was read; otherwise the task stops and says so
+//! (`on_no_resume_point`). A resume point below the source's low watermark is a gap: counted,
+//! logged, shown in status.
 //!
 //! Loop: poll the source, check lease, loop prevention and size policy, throttle to the
-//! bandwidth limit, and produce to the same partition of the target with key, value, headers
+//! bandwidth limit, keep what is outstanding within what can land inside the lease's safety
+//! margin (`pacing`), and produce to the same partition of the target with key, value, headers
 //! and timestamp preserved. The producer is idempotent; delivery reports advance the
-//! per-partition progress that heartbeats carry.
+//! per-partition progress that heartbeats carry, and feed the partition's audit (`audit`),
+//! which reads what others wrote between our records and reports duplicates exactly.
 //!
-//! Stop: on cancellation the producer is flushed (every in-flight record lands or fails) and
-//! progress is written; on lease loss queued records are purged and the task fails at once.
+//! Stop: on cancellation the producer is flushed while the lease holds (every in-flight record
+//! lands or fails) and checkpoints are written; when the lease is gone, queued and in-flight
+//! records are purged, never flushed, and the task fails at once.
 //!
 //! The loop runs on a blocking thread: librdkafka's poll and metadata calls block, and one
 //! thread per task keeps the hot path free of async overhead.
 
+use super::audit::Audit;
+use super::checkpoint::{Checkpoint, PROGRESS_TOPIC};
 use super::headers;
+use super::pacing::Pacer;
 use super::topics::{self, TopicError};
 use super::{client_config, MirrorSpec};
 use crate::metrics::WorkerMetrics;
-use crate::task::{Task, TaskContext, TaskError};
-use lockstep_config::{Fencing, OversizePolicy, StartPolicy};
+use crate::task::{LeaseGuard, Task, TaskContext, TaskError};
+use lockstep_config::{Fencing, NoResumePoint, OversizePolicy, StartPolicy};
 use lockstep_proto as pb;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -37,13 +49,19 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Compacted topic on the target that remembers how far a task got past records it skipped.
-pub const PROGRESS_TOPIC: &str = "__lockstep_progress";
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Records scanned per step when reading the target tail backwards.
-const TAIL_WINDOW: i64 = 256;
-/// Most tail records scanned for our header before giving up on the tail.
-const TAIL_BUDGET: i64 = 65_536;
+const TAIL_WINDOW: i64 = 1_024;
+/// Most tail records scanned backwards (no checkpoint) before giving up on the tail.
+const TAIL_BUDGET: i64 = 262_144;
+/// Without a checkpoint, how far the backward scan goes on past the first window holding one of
+/// our records: a paused former owner's late batch can sit after a successor's records, so the
+/// highest source offset is not always in the newest window. This bounds what one owner can have
+/// outstanding (the pacing allowance of a fast broker) with room to spare.
+const TAIL_DEPTH: i64 = 131_072;
+/// How often checkpoints are written (when they changed) and the audit reads what others wrote.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+const AUDIT_EVERY: Duration = Duration::from_millis(500);
 
 pub struct MirrorTask {
     spec: MirrorSpec,
@@ -99,10 +117,19 @@ impl Task for MirrorTask {
 }
 
 /// What delivery reports advance for one partition.
-#[derive(Default)]
 struct Delivered {
     last_source: AtomicI64,
     last_target: AtomicI64,
+    /// Records sent to the partition and not yet delivered or failed.
+    outstanding: AtomicI64,
+    audit: Mutex<Audit>,
+}
+
+impl Delivered {
+    fn audit(&self) -> std::sync::MutexGuard<'_, Audit> {
+        // A poisoned lock only means a panic while updating: the audit is still usable.
+        self.audit.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 struct Opaque {
@@ -116,6 +143,8 @@ struct DeliveryShared {
     first_error: Mutex<Option<String>>,
     records: AtomicU64,
     bytes: AtomicU64,
+    /// Every delivery report so far, successful or not (the pacing counts them).
+    acked: AtomicU64,
     metrics: WorkerMetrics,
     labels: [String; 2],
 }
@@ -140,12 +169,17 @@ impl ProducerContext for DeliveryCtx {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Box<Opaque>) {
         let this = &self.0;
+        this.acked.fetch_add(1, Ordering::Relaxed);
+        if let Some(d) = &opaque.delivered {
+            d.outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
         match result {
             Ok(msg) => {
                 if let Some(d) = &opaque.delivered {
                     d.last_source
                         .fetch_max(opaque.source_offset, Ordering::Relaxed);
                     d.last_target.fetch_max(msg.offset(), Ordering::Relaxed);
+                    d.audit().delivered(msg.offset(), opaque.source_offset);
                     let size = msg.payload_len() + msg.key().map(<[u8]>::len).unwrap_or(0);
                     this.records.fetch_add(1, Ordering::Relaxed);
                     this.bytes.fetch_add(size as u64, Ordering::Relaxed);
@@ -193,6 +227,8 @@ struct Part {
     gaps: u64,
     /// Records passed over (loop prevention, skip, dead letter) since the last progress write.
     skipped_since_write: bool,
+    /// The checkpoint last written, to write only changes.
+    written: Option<Checkpoint>,
 }
 
 struct Mirror {
@@ -209,12 +245,16 @@ struct Mirror {
     parts: Vec<Part>,
     index: HashMap<String, HashMap<i32, usize>>,
     max_bytes: HashMap<String, Option<usize>>,
-    progress_seen: HashMap<String, i64>,
+    progress_seen: HashMap<String, Checkpoint>,
     limiter: Option<governor::DefaultDirectRateLimiter>,
     limiter_burst: u32,
     transactional: bool,
     uncommitted: usize,
     last_commit: Instant,
+    lease: LeaseGuard,
+    pacer: Pacer,
+    /// Records sent so far (every topic), against `DeliveryShared::acked`.
+    sent: u64,
 }
 
 fn kerr<'a>(what: &str, cluster: &'a str) -> impl Fn(KafkaError) -> TaskError + 'a {
@@ -266,46 +306,13 @@ impl Mirror {
             first_error: Mutex::new(None),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
             metrics: metrics.clone(),
             labels: labels.clone(),
         });
-        let mut p = client_config(&spec.target);
-        // Operator properties on the site come first; these are what exactly-once needs.
-        p.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set("message.max.bytes", "104857600");
-        for (k, v) in [
-            ("linger.ms", "20"),
-            ("batch.num.messages", "10000"),
-            ("batch.size", "1048576"),
-        ] {
-            if !spec.target.properties.contains_key(k) {
-                p.set(k, v);
-            }
-        }
-        let transactional = spec.flow.fencing == Fencing::Transactions;
-        if transactional {
-            p.set(
-                "transactional.id",
-                format!(
-                    "lockstep.{}.{}.{}",
-                    spec.flow_name, spec.site_name, spec.index
-                ),
-            );
-        }
-        let producer: ThreadedProducer<DeliveryCtx> = p
-            .create_with_context(DeliveryCtx(shared.clone()))
-            .map_err(kerr("producer", &tgt_name))?;
-        if transactional {
-            producer.init_transactions(TIMEOUT).map_err(kerr(
-                "init_transactions (fencing = \"transactions\")",
-                &tgt_name,
-            ))?;
-            producer
-                .begin_transaction()
-                .map_err(kerr("begin_transaction", &tgt_name))?;
-        }
+        let window = ctx.lease.landing_window();
+        let transactional = spec.flow.fencing != Fencing::Leases;
+        let producer = make_producer(&spec, &shared, transactional, window)?;
 
         let (limiter, limiter_burst) = match spec.flow.bandwidth_limit {
             // Quota in KiB/s so that large limits fit in u32; burst of one second.
@@ -342,16 +349,132 @@ impl Mirror {
             transactional,
             uncommitted: 0,
             last_commit: Instant::now(),
+            lease: ctx.lease.clone(),
+            pacer: Pacer::new(window, Instant::now()),
+            sent: 0,
         };
+        // Fence first, read after: a new owner's InitProducerId aborts a former owner's open
+        // transaction and fences its epoch, so the tail read below sees the final state.
+        m.settle_fencing()?;
         m.read_progress_topic();
         m.discover(ctx)?;
         Ok(m)
     }
 
+    /// "transactions" or "leases": how this task fences a former owner.
+    fn fencing(&self) -> &'static str {
+        if self.transactional {
+            "transactions"
+        } else {
+            "leases"
+        }
+    }
+
+    /// Opens the first transaction; with `fencing = "auto"`, first finds out whether the target
+    /// fences by producer epoch (`probe_fencing`), and runs on leases alone when it does not.
+    fn settle_fencing(&mut self) -> Result<(), TaskError> {
+        let site = format!("site {}", self.spec.site_name);
+        if self.transactional && self.spec.flow.fencing == Fencing::Auto {
+            if let Err(why) = self.probe_fencing() {
+                tracing::warn!(
+                    error = %why,
+                    "the target does not fence with Kafka transactions: running with lease fencing only (a paused former owner's late writes are detected and reported, not prevented)"
+                );
+                self.transactional = false;
+                self.producer =
+                    make_producer(&self.spec, &self.shared, false, self.lease.landing_window())?;
+            }
+        }
+        if self.transactional {
+            self.producer
+                .init_transactions(TIMEOUT)
+                .map_err(kerr("init_transactions (fencing by transactions)", &site))?;
+            self.producer
+                .begin_transaction()
+                .map_err(kerr("begin_transaction", &site))?;
+        }
+        let mode = self.fencing();
+        self.metrics
+            .set_fencing(&self.spec.flow_name, &self.spec.site_name, mode);
+        tracing::info!(fencing = mode, "fencing settled");
+        Ok(())
+    }
+
+    /// Proves that the target fences an older producer with transactions, as a new owner
+    /// fences a paused one: producer A opens a transaction with a probe record; producer B
+    /// initialises the same `transactional.id` and commits one; A's commit must then be
+    /// refused. A broker without transactions fails B's commit (tansu 0.6: no EndTxn); one that
+    /// commits without fencing accepts A's (librdkafka's mock cluster). The error says which.
+    fn probe_fencing(&mut self) -> Result<(), String> {
+        self.ensure_single_partition_topic(PROGRESS_TOPIC, ("cleanup.policy", "compact"))
+            .map_err(|e| e.to_string())?;
+        let id = format!(
+            "lockstep.{}.{}.{}.probe",
+            self.spec.flow_name, self.spec.site_name, self.spec.index
+        );
+        let make = || -> Result<ThreadedProducer<DefaultProducerContext>, String> {
+            let mut p = client_config(&self.spec.target);
+            p.set("enable.idempotence", "true")
+                .set("transactional.id", &id);
+            p.create().map_err(|e| format!("probe producer: {e}"))
+        };
+        let key = format!(
+            "probe|{}|{}|{}",
+            self.spec.flow_name, self.spec.site_name, self.spec.index
+        );
+        let open = |p: &ThreadedProducer<DefaultProducerContext>, who: &str| {
+            p.init_transactions(TIMEOUT)
+                .map_err(|e| format!("{who}: init_transactions: {e}"))?;
+            p.begin_transaction()
+                .map_err(|e| format!("{who}: begin_transaction: {e}"))?;
+            p.send(
+                BaseRecord::<[u8], [u8]>::to(PROGRESS_TOPIC)
+                    .partition(0)
+                    .key(key.as_bytes())
+                    .payload(b"probe".as_slice()),
+            )
+            .map_err(|(e, _)| format!("{who}: probe record: {e}"))
+        };
+        // First one transaction alone: a broker without transactions refuses its commit, and is
+        // asked nothing more (tansu 0.6's storage fails on a second producer epoch's produce).
+        let older = make()?;
+        open(&older, "probe producer")?;
+        older
+            .commit_transaction(TIMEOUT)
+            .map_err(|e| format!("probe producer: commit_transaction: {e}"))?;
+        older
+            .begin_transaction()
+            .map_err(|e| format!("probe producer: begin_transaction: {e}"))?;
+        older
+            .send(
+                BaseRecord::<[u8], [u8]>::to(PROGRESS_TOPIC)
+                    .partition(0)
+                    .key(key.as_bytes())
+                    .payload(b"probe".as_slice()),
+            )
+            .map_err(|(e, _)| format!("probe producer: probe record: {e}"))?;
+        older
+            .flush(TIMEOUT)
+            .map_err(|e| format!("probe producer: flush: {e}"))?;
+        // Then a newer producer of the same id, as a successor: the older one must be fenced.
+        let newer = make()?;
+        open(&newer, "newer producer")?;
+        newer
+            .commit_transaction(TIMEOUT)
+            .map_err(|e| format!("newer producer: commit_transaction: {e}"))?;
+        match older.commit_transaction(TIMEOUT) {
+            Ok(()) => Err("the broker committed a transaction of a fenced producer epoch (it accepts transactions but does not fence)".into()),
+            Err(_) => Ok(()),
+        }
+    }
+
     fn progress_key(&self, topic: &str, partition: i32) -> String {
-        format!(
-            "{}|{}|{}|{}|{}",
-            self.spec.flow_name, self.spec.site_name, self.spec.source_name, topic, partition
+        Checkpoint::key(
+            &self.spec.flow_name,
+            &self.spec.site_name,
+            &self.spec.source_name,
+            topic,
+            partition,
         )
     }
 
@@ -378,9 +501,7 @@ impl Mirror {
                     if let (Some(k), Some(v)) = (msg.key(), msg.payload()) {
                         if let (Ok(k), Some(v)) = (
                             std::str::from_utf8(k),
-                            std::str::from_utf8(v)
-                                .ok()
-                                .and_then(|v| v.parse::<i64>().ok()),
+                            std::str::from_utf8(v).ok().and_then(Checkpoint::decode),
                         ) {
                             self.progress_seen.insert(k.to_string(), v);
                         }
@@ -400,75 +521,146 @@ impl Mirror {
         let _ = self.tail.unassign();
     }
 
-    /// Highest source offset + 1 found in the tail of a target partition.
-    fn resume_from_tail(
+    /// Reads the records at target offsets `from..to` of `target_topic/partition` in order and
+    /// calls `each` with each record's offset and, when it came from this flow's source, its
+    /// source offset. Stops early at the partition's end (for a transactional target, its last
+    /// stable offset). Fails when the broker sends nothing for [`TIMEOUT`].
+    fn read_target(
+        &self,
+        target_topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+        mut each: impl FnMut(i64, Option<i64>),
+    ) -> Result<(), TaskError> {
+        if from >= to {
+            return Ok(());
+        }
+        let site = format!("site {}", self.spec.site_name);
+        let what = format!("reading {target_topic}/{partition} at offsets {from}..{to}");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(target_topic, partition, Offset::Offset(from))
+            .map_err(kerr(&what, &site))?;
+        self.tail.assign(&tpl).map_err(kerr(&what, &site))?;
+        let mut deadline = Instant::now() + TIMEOUT;
+        let result = loop {
+            if Instant::now() > deadline {
+                break Err(TaskError::Failed(format!(
+                    "{site}: {what}: no answer for {TIMEOUT:?}"
+                )));
+            }
+            match self.tail.poll(Duration::from_millis(200)) {
+                Some(Ok(msg)) => {
+                    deadline = Instant::now() + TIMEOUT;
+                    if msg.offset() >= to {
+                        break Ok(());
+                    }
+                    each(
+                        msg.offset(),
+                        headers::source_offset(msg.headers(), &self.spec.source_name),
+                    );
+                    if msg.offset() + 1 >= to {
+                        break Ok(());
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(e)) => break Err(kerr(&what, &site)(e)),
+                None => {}
+            }
+        };
+        let _ = self.tail.unassign();
+        result
+    }
+
+    /// Reads the target partition for its resume point. From a checkpoint: everything from the
+    /// checkpoint's target offset to the end, in order, through the audit (which also finds
+    /// duplicates written there). Without one: the tail backwards, window by window, until
+    /// [`TAIL_DEPTH`] records past the first window that holds one of our records (a former
+    /// owner's late batch may follow a successor's records), or [`TAIL_BUDGET`], or the start.
+    fn resume_scan(
         &self,
         topic: &str,
         target_topic: &str,
         partition: i32,
-    ) -> Result<Option<i64>, TaskError> {
+    ) -> Result<ResumeScan, TaskError> {
+        let site = format!("site {}", self.spec.site_name);
         let (low, high) = self
             .tail
             .fetch_watermarks(target_topic, partition, TIMEOUT)
             .map_err(kerr(
                 &format!("watermarks of {target_topic}/{partition}"),
-                &format!("site {}", self.spec.site_name),
+                &site,
             ))?;
+        let inspect = !self.transactional;
+        let checkpoint = self
+            .progress_seen
+            .get(&self.progress_key(topic, partition))
+            .copied();
+        if let Some(Checkpoint {
+            source_next,
+            target_next: Some(t),
+        }) = checkpoint
+        {
+            if t <= high {
+                let from = t.max(low);
+                let mut audit = Audit::new(from, source_next - 1, inspect);
+                self.read_target(target_topic, partition, from, high, |o, s| audit.read(o, s))?;
+                audit.read_to(high);
+                tracing::info!(
+                    topic,
+                    partition,
+                    target_topic,
+                    checkpoint = %format!("{source_next} {t}"),
+                    read = high - from,
+                    "read the target from the checkpoint"
+                );
+                return Ok(ResumeScan {
+                    next: Some(audit.next_source()),
+                    audit,
+                    whole: true,
+                    scanned: high - from,
+                    target_end: high,
+                });
+            }
+            tracing::warn!(
+                topic,
+                partition,
+                target_topic,
+                checkpoint_target_offset = t,
+                target_end = high,
+                "the checkpoint lies past the target partition's end (the topic was truncated or recreated): it is ignored"
+            );
+        }
+        let legacy = checkpoint
+            .filter(|c| c.target_next.is_none())
+            .map(|c| c.source_next);
         let mut end = high;
         let mut scanned = 0;
-        while end > low && scanned < TAIL_BUDGET {
+        let mut best: Option<i64> = None;
+        let mut depth_left: Option<i64> = None;
+        while end > low && scanned < TAIL_BUDGET && depth_left.is_none_or(|d| d > 0) {
             let start = (end - TAIL_WINDOW).max(low);
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(target_topic, partition, Offset::Offset(start))
-                .map_err(|e| TaskError::Failed(e.to_string()))?;
-            self.tail
-                .assign(&tpl)
-                .map_err(|e| TaskError::Failed(e.to_string()))?;
-            let mut best: Option<i64> = None;
-            let deadline = Instant::now() + TIMEOUT;
-            loop {
-                if Instant::now() > deadline {
-                    return Err(TaskError::Failed(format!(
-                        "site {}: reading the tail of {target_topic}/{partition} timed out",
-                        self.spec.site_name
-                    )));
+            self.read_target(target_topic, partition, start, end, |_, s| {
+                if let Some(s) = s {
+                    best = Some(best.map_or(s, |b| b.max(s)));
                 }
-                match self.tail.poll(Duration::from_millis(200)) {
-                    Some(Ok(msg)) => {
-                        if msg.offset() >= end {
-                            break;
-                        }
-                        if let Some(o) =
-                            headers::source_offset(msg.headers(), &self.spec.source_name)
-                        {
-                            best = Some(best.map_or(o, |b| b.max(o)));
-                        }
-                        if msg.offset() + 1 >= end {
-                            break;
-                        }
-                    }
-                    Some(Err(KafkaError::PartitionEOF(_))) => break,
-                    Some(Err(e)) => {
-                        return Err(TaskError::Failed(format!(
-                            "site {}: reading the tail of {target_topic}/{partition}: {e}",
-                            self.spec.site_name
-                        )))
-                    }
-                    None => {}
-                }
-            }
-            if let Some(b) = best {
-                let _ = self.tail.unassign();
-                return Ok(Some(b + 1));
-            }
+            })?;
             scanned += end - start;
+            match depth_left.as_mut() {
+                Some(d) => *d -= end - start,
+                None if best.is_some() => depth_left = Some(TAIL_DEPTH),
+                None => {}
+            }
             end = start;
         }
-        let _ = self.tail.unassign();
-        if end > low {
-            tracing::warn!(topic, partition, target_topic, scanned, "no mirrored record in the scanned tail; using the progress record or the start policy");
-        }
-        Ok(None)
+        let next = best.map(|b| b + 1).max(legacy);
+        Ok(ResumeScan {
+            next,
+            audit: Audit::new(high, next.unwrap_or(0) - 1, inspect),
+            whole: end <= low,
+            scanned,
+            target_end: high,
+        })
     }
 
     /// Finds new topics and partitions, prepares their targets and starts consuming them.
@@ -519,7 +711,9 @@ impl Mirror {
                 if self.index.get(topic).is_some_and(|m| m.contains_key(&p)) {
                     continue;
                 }
-                let (next, gaps) = self.resume_point(topic, &target_topic, p, ctx)?;
+                let (next, gaps, audit) = self.resume_point(topic, &target_topic, p, ctx)?;
+                self.metrics
+                    .init_partition(&self.spec.flow_name, &self.spec.site_name, topic, p);
                 fresh.push(Part {
                     topic: topic.clone(),
                     target_topic: target_topic.clone(),
@@ -528,10 +722,13 @@ impl Mirror {
                     delivered: Arc::new(Delivered {
                         last_source: AtomicI64::new(next - 1),
                         last_target: AtomicI64::new(-1),
+                        outstanding: AtomicI64::new(0),
+                        audit: Mutex::new(audit),
                     }),
                     source_high: next,
                     gaps,
                     skipped_since_write: false,
+                    written: None,
                 });
             }
         }
@@ -575,19 +772,16 @@ impl Mirror {
         }
     }
 
-    /// Where to resume a partition, and how many records a gap lost (0 without a gap).
+    /// Where to resume a partition, how many records a gap lost (0 without a gap), and the
+    /// partition's audit, positioned at the target's end.
     fn resume_point(
         &mut self,
         topic: &str,
         target_topic: &str,
         p: i32,
         ctx: &TaskContext,
-    ) -> Result<(i64, u64), TaskError> {
-        let from_tail = self.resume_from_tail(topic, target_topic, p)?;
-        let from_progress = self
-            .progress_seen
-            .get(&self.progress_key(topic, p))
-            .copied();
+    ) -> Result<(i64, u64, Audit), TaskError> {
+        let scan = self.resume_scan(topic, target_topic, p)?;
         let (low, high) = self
             .consumer
             .fetch_watermarks(topic, p, TIMEOUT)
@@ -595,19 +789,48 @@ impl Mirror {
                 &format!("watermarks of {topic}/{p}"),
                 &format!("source {}", self.spec.source_name),
             ))?;
-        let resume = match from_tail.max(from_progress) {
+        let start = match self.spec.flow.start {
+            StartPolicy::Earliest => low,
+            StartPolicy::Latest => high,
+        };
+        let resume = match scan.next {
             Some(r) => r,
-            None => match self.spec.flow.start {
-                StartPolicy::Earliest => low,
-                StartPolicy::Latest => high,
+            // The whole partition was read and holds nothing of ours: a first start.
+            None if scan.whole => start,
+            None => match self.spec.flow.on_no_resume_point {
+                NoResumePoint::Start => {
+                    tracing::warn!(topic, partition = p, target_topic, scanned = scan.scanned, policy = ?self.spec.flow.start, "no resume point (no checkpoint, none of our records in the scanned tail): applying the start policy, as on_no_resume_point = \"start\" says");
+                    start
+                }
+                NoResumePoint::Fail => {
+                    return Err(TaskError::NoResumePoint {
+                        target: format!(
+                            "site {}: {target_topic}/{p}",
+                            self.spec.site_name
+                        ),
+                        detail: format!(
+                            "no checkpoint in {PROGRESS_TOPIC}, and none of the last {} records comes from source {}; applying start = {:?} could repeat or lose records. If this flow never wrote to this partition, set on_no_resume_point = \"start\" on flow {}",
+                            scan.scanned, self.spec.source_name, self.spec.flow.start, self.spec.flow_name
+                        ),
+                    });
+                }
             },
         };
+        let mut audit = scan.audit;
+        audit.raise(resume.max(low) - 1);
         if resume < low {
             let missing = self.record_gap(ctx, topic, p, resume, low);
-            return Ok((low, missing));
+            return Ok((low, missing, audit));
         }
-        tracing::info!(topic, partition = p, resume, tail = ?from_tail, progress = ?from_progress, "resume point");
-        Ok((resume, 0))
+        tracing::info!(
+            topic,
+            partition = p,
+            resume,
+            scanned = scan.scanned,
+            target_end = scan.target_end,
+            "resume point"
+        );
+        Ok((resume, 0, audit))
     }
 
     fn assign(&mut self) -> Result<(), TaskError> {
@@ -626,6 +849,7 @@ impl Mirror {
         let mut last_discovery = Instant::now();
         let mut last_report = Instant::now();
         let mut last_progress_write = Instant::now();
+        let mut last_audit = Instant::now();
         let mut discovery_failed: Option<String> = None;
         self.report(ctx);
         let result = loop {
@@ -680,7 +904,14 @@ impl Mirror {
                     break Err(e);
                 }
             }
-            if last_progress_write.elapsed() >= Duration::from_secs(2) {
+            let checkpoint_due = last_progress_write.elapsed() >= CHECKPOINT_EVERY;
+            if checkpoint_due || last_audit.elapsed() >= AUDIT_EVERY {
+                last_audit = Instant::now();
+                if let Err(e) = self.audit_step(ctx, checkpoint_due) {
+                    break Err(e);
+                }
+            }
+            if checkpoint_due {
                 last_progress_write = Instant::now();
                 if let Err(e) = self.write_progress() {
                     break Err(e);
@@ -710,15 +941,7 @@ impl Mirror {
             }
         };
         match &result {
-            Err(TaskError::LeaseLost) => {
-                // Not one more write: drop what is queued; in-flight requests land within the
-                // lease's safety margin.
-                self.producer.purge(PurgeConfig::default().queue());
-                if self.transactional {
-                    let _ = self.producer.abort_transaction(TIMEOUT);
-                }
-                tracing::error!("lease lost: stopped producing");
-            }
+            Err(TaskError::LeaseLost) => self.drop_unlanded(),
             _ => {
                 // Clean stop or failure: let every produced record land (or fail) before
                 // returning, so a successor's tail read sees the true end.
@@ -732,6 +955,140 @@ impl Mirror {
         }
         self.forget_lag();
         result
+    }
+
+    /// The lease is gone: not one more write. Drops what is queued and what is in flight (a
+    /// request already on the wire may still land; the audit of the next owner reports it),
+    /// and aborts the open transaction.
+    fn drop_unlanded(&self) {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        if self.transactional {
+            let _ = self.producer.abort_transaction(Duration::from_millis(500));
+        }
+        tracing::error!("lease lost: stopped producing, queued and in-flight records dropped");
+    }
+
+    /// Reads what others wrote between and after our records, for every partition whose audit
+    /// waits on it, and reports the duplicates found (metric, log, status).
+    /// `idle_check`: also ask the target where each idle partition ends (a request each).
+    fn audit_step(&mut self, ctx: &TaskContext, idle_check: bool) -> Result<(), TaskError> {
+        if !self.transactional {
+            for i in 0..self.parts.len() {
+                self.audit_partition(i, idle_check)?;
+            }
+        }
+        for i in 0..self.parts.len() {
+            let delivered = self.parts[i].delivered.clone();
+            let (new, ranges) = {
+                let mut audit = delivered.audit();
+                let new = audit.take_unreported();
+                (new, audit.ranges().copied().collect::<Vec<_>>())
+            };
+            if new > 0 {
+                self.report_duplicates(ctx, i, new, &ranges);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the gaps partition `i`'s audit waits on (and, with `idle_check`, what was written
+    /// after its end while nothing of ours is in flight), and feeds them in. Bounded: at most 16
+    /// reads per call; deliveries may open new gaps meanwhile.
+    fn audit_partition(&mut self, i: usize, idle_check: bool) -> Result<(), TaskError> {
+        let delivered = self.parts[i].delivered.clone();
+        let mut may_ask_end = idle_check;
+        for _ in 0..16 {
+            let (gap, idle) = {
+                let audit = delivered.audit();
+                let idle = delivered.outstanding.load(Ordering::Relaxed) == 0 && audit.held() == 0;
+                (audit.next_gap(), idle)
+            };
+            let gap = match gap {
+                Some(g) => g,
+                None if may_ask_end && idle => {
+                    may_ask_end = false;
+                    match self.idle_gap(i)? {
+                        Some(g) => g,
+                        None => break,
+                    }
+                }
+                None => break,
+            };
+            let (from, to) = gap;
+            let target_topic = self.parts[i].target_topic.clone();
+            let partition = self.parts[i].partition;
+            let mut read = Vec::new();
+            self.read_target(&target_topic, partition, from, to, |o, s| read.push((o, s)))?;
+            let mut audit = delivered.audit();
+            for (o, s) in read {
+                audit.read(o, s);
+            }
+            audit.read_to(to);
+        }
+        Ok(())
+    }
+
+    /// With nothing in flight for partition `i`: the stretch after the audit's end up to the
+    /// target's high watermark, when someone else wrote there.
+    fn idle_gap(&self, i: usize) -> Result<Option<(i64, i64)>, TaskError> {
+        let part = &self.parts[i];
+        let (_, high) = self
+            .tail
+            .fetch_watermarks(&part.target_topic, part.partition, TIMEOUT)
+            .map_err(kerr(
+                &format!("watermarks of {}/{}", part.target_topic, part.partition),
+                &format!("site {}", self.spec.site_name),
+            ))?;
+        Ok(part.delivered.audit().idle_gap(high))
+    }
+
+    /// Logs, counts and shows duplicates found at the target (a paused former owner's writes).
+    fn report_duplicates(
+        &self,
+        ctx: &TaskContext,
+        i: usize,
+        new: u64,
+        ranges: &[super::audit::DupRange],
+    ) {
+        let part = &self.parts[i];
+        self.metrics
+            .mirror_duplicates
+            .with_label_values(&[
+                &self.labels[0],
+                &self.labels[1],
+                &part.topic,
+                &part.partition.to_string(),
+            ])
+            .inc_by(new);
+        let shown: Vec<String> = ranges
+            .iter()
+            .rev()
+            .take(4)
+            .map(|r| {
+                format!(
+                    "target {}..={} = source {}..={} ({} records)",
+                    r.target_from, r.target_to, r.source_from, r.source_to, r.records
+                )
+            })
+            .collect();
+        tracing::error!(
+            topic = %part.topic,
+            partition = part.partition,
+            target_topic = %part.target_topic,
+            duplicates = new,
+            ranges = %shown.join("; "),
+            fencing = self.fencing(),
+            "DUPLICATES at the target: records repeat source offsets already mirrored (a paused former owner wrote after its lease)"
+        );
+        let message = format!(
+            "duplicates: {}/{} at site {}: {new} record(s) repeat source offsets already mirrored (latest: {}); a former owner wrote after its lease",
+            part.target_topic,
+            part.partition,
+            self.spec.site_name,
+            shown.first().map(String::as_str).unwrap_or("")
+        );
+        ctx.progress.update(|t| t.message = message);
     }
 
     /// The task stops here: its partitions' lag is no longer this worker's to report.
@@ -870,22 +1227,49 @@ impl Mirror {
     }
 
     /// Produces, waiting while the local queue is full (bounded by lease and cancellation).
+    /// Outstanding records are kept within the pacing allowance first (see `pacing`).
     fn send<'a>(
-        &self,
+        &mut self,
         mut record: BaseRecord<'a, [u8], [u8], Box<Opaque>>,
         ctx: &TaskContext,
     ) -> Result<(), TaskError> {
         loop {
+            let acked = self.shared.acked.load(Ordering::Relaxed);
+            let outstanding = self.sent.saturating_sub(acked);
+            match self.pacer.allowance(acked, outstanding, Instant::now()) {
+                Some(allowed) if outstanding >= allowed => {
+                    if !ctx.lease.valid() {
+                        return Err(TaskError::LeaseLost);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                _ => break,
+            }
+        }
+        let delivered = record.delivery_opaque.delivered.clone();
+        if let Some(d) = &delivered {
+            d.outstanding.fetch_add(1, Ordering::Relaxed);
+        }
+        loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.sent += 1;
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     if !ctx.lease.valid() {
+                        if let Some(d) = &delivered {
+                            d.outstanding.fetch_sub(1, Ordering::Relaxed);
+                        }
                         return Err(TaskError::LeaseLost);
                     }
                     record = back;
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err((e, _)) => {
+                    if let Some(d) = &delivered {
+                        d.outstanding.fetch_sub(1, Ordering::Relaxed);
+                    }
                     self.count_error("produce");
                     return Err(TaskError::Failed(format!(
                         "site {}: produce failed: {e}",
@@ -961,7 +1345,9 @@ impl Mirror {
                 "site {}: dead-letter produce to {dlq} failed: {e}",
                 self.spec.site_name
             ))
-        })
+        })?;
+        self.sent += 1;
+        Ok(())
     }
 
     /// Source offsets `from..low` of `topic/p` were deleted before they were mirrored: logs,
@@ -1063,26 +1449,44 @@ impl Mirror {
         Ok(())
     }
 
-    /// Records, after everything before them has landed, how far each partition got past
-    /// skipped records, so a restart does not process them again.
+    /// Writes each partition's checkpoint when it changed: where its audit stands (everything
+    /// below the audited target offset read, the highest source offset there). After skipped
+    /// records, everything produced lands first and the checkpoint moves past them, so a
+    /// restart does not process them again.
     fn write_progress(&mut self) -> Result<(), TaskError> {
-        if !self.parts.iter().any(|p| p.skipped_since_write) {
+        let skipped = self.parts.iter().any(|p| p.skipped_since_write);
+        if skipped {
+            self.land(true)?;
+        }
+        let mut values = Vec::new();
+        for p in &self.parts {
+            let (source_next, target_next) = p.delivered.audit().position();
+            let source_next = if p.skipped_since_write {
+                source_next.max(p.next)
+            } else {
+                source_next
+            };
+            let c = Checkpoint {
+                source_next,
+                target_next: Some(target_next),
+            };
+            if p.written != Some(c) {
+                values.push((self.progress_key(&p.topic, p.partition), c));
+            }
+        }
+        if values.is_empty() {
             return Ok(());
         }
+        if !self.lease.valid() {
+            return Err(TaskError::LeaseLost);
+        }
         let site = format!("site {}", self.spec.site_name);
-        let values: Vec<(String, i64)> = self
-            .parts
-            .iter()
-            .filter(|p| p.skipped_since_write)
-            .map(|p| (self.progress_key(&p.topic, p.partition), p.next))
-            .collect();
-        self.land(true)?;
         self.ensure_single_partition_topic(PROGRESS_TOPIC, ("cleanup.policy", "compact"))?;
-        for (key, next) in values {
-            let value = next.to_string();
+        for (key, c) in &values {
+            let value = c.encode();
             let opaque = Box::new(Opaque {
                 delivered: None,
-                source_offset: next,
+                source_offset: c.source_next,
                 timestamp_ms: 0,
             });
             let record: BaseRecord<'_, [u8], [u8], Box<Opaque>> =
@@ -1093,23 +1497,41 @@ impl Mirror {
             self.producer.send(record).map_err(|(e, _)| {
                 TaskError::Failed(format!("{site}: writing {PROGRESS_TOPIC} failed: {e}"))
             })?;
+            self.sent += 1;
+            self.uncommitted += 1; // commit soon: an idle open transaction hides it
         }
         for p in &mut self.parts {
             p.skipped_since_write = false;
+            let key = Checkpoint::key(
+                &self.spec.flow_name,
+                &self.spec.site_name,
+                &self.spec.source_name,
+                &p.topic,
+                p.partition,
+            );
+            if let Some((_, c)) = values.iter().find(|(k, _)| *k == key) {
+                p.written = Some(*c);
+            }
         }
         Ok(())
     }
 
-    /// Clean stop: everything produced lands, then progress is written and lands too.
+    /// Clean stop: everything produced lands, then progress is written and lands too, all
+    /// while the lease holds.
     fn finish(&mut self) -> Result<(), TaskError> {
         self.write_progress()?;
         self.land(false)
     }
 
     /// Makes everything produced so far land (transaction committed, or queue flushed), then
-    /// reports the first delivery error, if any. `reopen` begins the next transaction.
+    /// reports the first delivery error, if any. `reopen` begins the next transaction. Never
+    /// past the lease: when it runs out first, what is queued and in flight is dropped.
     fn land(&mut self, reopen: bool) -> Result<(), TaskError> {
         let site = format!("site {}", self.spec.site_name);
+        if !self.lease.valid() {
+            self.drop_unlanded();
+            return Err(TaskError::LeaseLost);
+        }
         if self.transactional && reopen {
             self.commit_transaction()?;
         } else if self.transactional {
@@ -1117,7 +1539,21 @@ impl Mirror {
                 .commit_transaction(TIMEOUT)
                 .map_err(kerr("commit_transaction", &site))?;
         } else {
-            self.producer.flush(TIMEOUT).map_err(kerr("flush", &site))?;
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                match self.producer.flush(Duration::from_millis(100)) {
+                    Ok(()) => break,
+                    Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                        if Instant::now() < deadline =>
+                    {
+                        if !self.lease.valid() {
+                            self.drop_unlanded();
+                            return Err(TaskError::LeaseLost);
+                        }
+                    }
+                    Err(e) => return Err(kerr("flush", &site)(e)),
+                }
+            }
         }
         match self.shared.take_error() {
             Some(e) => Err(TaskError::Failed(e)),
@@ -1127,12 +1563,27 @@ impl Mirror {
 
     /// Progress for the heartbeat and lag gauges, from cached watermarks (no network call).
     fn report(&mut self, ctx: &TaskContext) {
+        let fencing = self.fencing();
         let mut partitions = Vec::with_capacity(self.parts.len());
         for part in &mut self.parts {
             if let Some(high) = cached_high_watermark(&self.consumer, &part.topic, part.partition) {
                 part.source_high = part.source_high.max(high);
             }
             let last_source = part.delivered.last_source.load(Ordering::Relaxed);
+            let (duplicates, duplicate_ranges) = {
+                let audit = part.delivered.audit();
+                let ranges = audit
+                    .ranges()
+                    .map(|r| pb::DuplicateRange {
+                        target_from: r.target_from,
+                        target_to: r.target_to,
+                        source_from: r.source_from,
+                        source_to: r.source_to,
+                        records: r.records,
+                    })
+                    .collect();
+                (audit.duplicates(), ranges)
+            };
             let lag = (part.source_high - (last_source + 1)).max(0);
             self.metrics
                 .mirror_lag
@@ -1150,6 +1601,9 @@ impl Mirror {
                 last_mirrored_source_offset: last_source,
                 target_offset: part.delivered.last_target.load(Ordering::Relaxed),
                 gaps: part.gaps,
+                duplicates,
+                duplicate_ranges,
+                fencing: fencing.to_string(),
             });
         }
         let records = self.shared.records.load(Ordering::Relaxed);
@@ -1160,6 +1614,69 @@ impl Mirror {
             t.bytes = bytes;
         });
     }
+}
+
+/// What reading a target partition for its resume point found.
+struct ResumeScan {
+    /// One past the highest source offset of ours (or the checkpoint's), if any was found.
+    next: Option<i64>,
+    /// The partition's audit, positioned at the target's end.
+    audit: Audit,
+    /// The read covered the whole partition (or started from a checkpoint).
+    whole: bool,
+    scanned: i64,
+    /// The target partition's end when it was read: the resume point is one past the highest
+    /// source offset below it.
+    target_end: i64,
+}
+
+/// The target producer. Operator properties on the site come first; then what exactly-once
+/// needs; with a lease, `message.timeout.ms` no longer than its landing window, so a record
+/// still queued when a paused worker wakes is failed locally instead of sent.
+fn make_producer(
+    spec: &MirrorSpec,
+    shared: &Arc<DeliveryShared>,
+    transactional: bool,
+    window: Option<Duration>,
+) -> Result<ThreadedProducer<DeliveryCtx>, TaskError> {
+    let mut p = client_config(&spec.target);
+    p.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("message.max.bytes", "104857600");
+    for (k, v) in [
+        ("linger.ms", "20"),
+        ("batch.num.messages", "10000"),
+        ("batch.size", "1048576"),
+    ] {
+        if !spec.target.properties.contains_key(k) {
+            p.set(k, v);
+        }
+    }
+    if let Some(window) = window {
+        let ms = (window.as_millis() as u64).max(100);
+        let configured = spec
+            .target
+            .properties
+            .get("message.timeout.ms")
+            .and_then(|v| v.expose().parse::<u64>().ok());
+        let ms = configured.map_or(ms, |c| c.min(ms));
+        // Not `request.timeout.ms`: a request timed out in flight makes the idempotent producer
+        // retry under a bumped epoch, which tansu 0.6's storage fails on (it panics); what a
+        // request already on the wire still lands is the audit's to find.
+        p.set("message.timeout.ms", ms.to_string());
+    }
+    if transactional {
+        p.set(
+            "transactional.id",
+            format!(
+                "lockstep.{}.{}.{}",
+                spec.flow_name, spec.site_name, spec.index
+            ),
+        );
+    }
+    p.create_with_context(DeliveryCtx(shared.clone()))
+        .map_err(kerr("producer", &format!("site {}", spec.site_name)))
 }
 
 /// The source high watermark as of the consumer's last fetch response, without a request.

@@ -5,6 +5,9 @@
 //! - `topics`: discovery of source topics, target topic creation and growth, ownership of
 //!   partitions by task slot;
 //! - `headers`: the provenance and source-offset headers every mirrored record carries;
+//! - `checkpoint`: the per-partition resume checkpoint kept in `__lockstep_progress`;
+//! - `audit`: duplicates at the target (a paused former owner's late writes), found exactly;
+//! - `pacing`: what may be outstanding, so that it lands inside the lease's safety margin;
 //! - `testkit`: a flow's config and a running task outside a worker, for tests and benchmarks.
 //!
 //! Exactly-once rests on three facts: the task is the single writer of its target partitions
@@ -12,8 +15,11 @@
 //! source offset, so a restarted task resumes right after the last record that landed; and the
 //! producer is idempotent, so retries inside a session never duplicate.
 
+pub mod audit;
+pub mod checkpoint;
 pub mod headers;
 pub mod mirror;
+pub mod pacing;
 pub mod testkit;
 pub mod topics;
 
