@@ -312,7 +312,7 @@ impl Mirror {
         });
         let window = ctx.lease.landing_window();
         let transactional = spec.flow.fencing != Fencing::Leases;
-        let producer = make_producer(&spec, &shared, transactional, window)?;
+        let producer = make_producer(&spec, &shared, transactional)?;
 
         let (limiter, limiter_burst) = match spec.flow.bandwidth_limit {
             // Quota in KiB/s so that large limits fit in u32; burst of one second.
@@ -381,8 +381,7 @@ impl Mirror {
                     "the target does not fence with Kafka transactions: running with lease fencing only (a paused former owner's late writes are detected and reported, not prevented)"
                 );
                 self.transactional = false;
-                self.producer =
-                    make_producer(&self.spec, &self.shared, false, self.lease.landing_window())?;
+                self.producer = make_producer(&self.spec, &self.shared, false)?;
             }
         }
         if self.transactional {
@@ -1631,13 +1630,13 @@ struct ResumeScan {
 }
 
 /// The target producer. Operator properties on the site come first; then what exactly-once
-/// needs; with a lease, `message.timeout.ms` no longer than its landing window, so a record
-/// still queued when a paused worker wakes is failed locally instead of sent.
+/// needs. `message.timeout.ms` is left alone: a record timed out in flight makes librdkafka's
+/// idempotent producer go on under a bumped epoch, which tansu 0.6's storage fails on (it
+/// panics, and the broker stops answering); the pacing bounds what a paused worker can hold.
 fn make_producer(
     spec: &MirrorSpec,
     shared: &Arc<DeliveryShared>,
     transactional: bool,
-    window: Option<Duration>,
 ) -> Result<ThreadedProducer<DeliveryCtx>, TaskError> {
     let mut p = client_config(&spec.target);
     p.set("enable.idempotence", "true")
@@ -1652,19 +1651,6 @@ fn make_producer(
         if !spec.target.properties.contains_key(k) {
             p.set(k, v);
         }
-    }
-    if let Some(window) = window {
-        let ms = (window.as_millis() as u64).max(100);
-        let configured = spec
-            .target
-            .properties
-            .get("message.timeout.ms")
-            .and_then(|v| v.expose().parse::<u64>().ok());
-        let ms = configured.map_or(ms, |c| c.min(ms));
-        // Not `request.timeout.ms`: a request timed out in flight makes the idempotent producer
-        // retry under a bumped epoch, which tansu 0.6's storage fails on (it panics); what a
-        // request already on the wire still lands is the audit's to find.
-        p.set("message.timeout.ms", ms.to_string());
     }
     if transactional {
         p.set(

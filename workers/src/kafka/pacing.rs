@@ -1,12 +1,12 @@
 //! How much a task may have queued or in flight to the target: no more than can land well
-//! inside the lease's landing window (its safety margin), so that a worker that is paused
+//! inside the lease's landing window (its safety margin plus the hand-over margin), so that a
+//! worker that is paused
 //! (SIGSTOP, a VM freeze) holds little that could land after a successor started.
 //!
 //! The allowance is half the window's worth of records at the measured delivery rate, and never
 //! below [`FLOOR`]: a fast broker gets a large allowance within a few deliveries (it grows with
-//! the rate, like a congestion window), a slow one a small allowance. librdkafka's
-//! `message.timeout.ms` is set to the window as well, so what still sits in the local queue
-//! when the window has passed is failed before it is sent.
+//! the rate, like a congestion window), a slow one a small allowance. What a paused worker still
+//! sends when it wakes is at most this much, and the audit of the target reports it.
 //!
 //! Pure arithmetic on the delivery counter and the clock; no I/O.
 
