@@ -493,10 +493,20 @@ impl Mirror {
         {
             return;
         }
-        let deadline = Instant::now() + TIMEOUT;
-        while Instant::now() < deadline {
+        // The topic is compacted on Kafka, but a broker that never compacts (tansu) keeps every
+        // checkpoint: read it all, giving up only when the broker stops answering, so that the
+        // latest checkpoints (the ones that keep the resume read short) are the ones kept.
+        let mut deadline = Instant::now() + TIMEOUT;
+        let mut read = 0u64;
+        loop {
+            if Instant::now() >= deadline {
+                tracing::warn!(read, end = high, "reading {PROGRESS_TOPIC} got no answer for {TIMEOUT:?}; resuming from the checkpoints read so far and the target itself");
+                break;
+            }
             match self.tail.poll(Duration::from_millis(200)) {
                 Some(Ok(msg)) => {
+                    deadline = Instant::now() + TIMEOUT;
+                    read += 1;
                     if let (Some(k), Some(v)) = (msg.key(), msg.payload()) {
                         if let (Ok(k), Some(v)) = (
                             std::str::from_utf8(k),
