@@ -680,18 +680,11 @@ fn print_status(status: &pb::StatusResponse, format: Format) {
                     .as_ref()
                     .map(|p| p.partitions.as_slice())
                     .unwrap_or_default();
-                let mut modes: Vec<&str> = partitions
-                    .iter()
-                    .map(|q| q.fencing.as_str())
-                    .filter(|m| !m.is_empty())
-                    .collect();
-                modes.sort_unstable();
-                modes.dedup();
-                let fencing = if modes.is_empty() {
-                    "-".to_string()
-                } else {
-                    modes.join(",")
-                };
+                let fencing = t
+                    .progress
+                    .as_ref()
+                    .and_then(pb::TaskProgress::fencing_modes)
+                    .unwrap_or_else(|| "-".to_string());
                 println!(
                     "{:<32} {:<11} {:<32} {:<13} {}",
                     t.task_id,

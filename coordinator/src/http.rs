@@ -143,15 +143,7 @@ pub struct DuplicateRangeView {
 impl TaskView {
     /// The task's fencing mode(s) as its partitions report them, and its duplicates.
     fn kafka_figures(p: &pb::TaskProgress) -> (Option<String>, Vec<DuplicatesView>) {
-        let mut modes: Vec<&str> = p
-            .partitions
-            .iter()
-            .map(|q| q.fencing.as_str())
-            .filter(|m| !m.is_empty())
-            .collect();
-        modes.sort_unstable();
-        modes.dedup();
-        let fencing = (!modes.is_empty()).then(|| modes.join(","));
+        let fencing = p.fencing_modes();
         let duplicates = p
             .partitions
             .iter()

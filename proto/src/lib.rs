@@ -12,6 +12,23 @@ pub mod v1 {
 
 pub use v1::*;
 
+impl TaskProgress {
+    /// The fencing mode(s) the task's partitions report ("leases", "transactions"; several
+    /// joined by commas while they differ), None before any is reported. One summary for the
+    /// status page and `lockstep status`.
+    pub fn fencing_modes(&self) -> Option<String> {
+        let mut modes: Vec<&str> = self
+            .partitions
+            .iter()
+            .map(|q| q.fencing.as_str())
+            .filter(|m| !m.is_empty())
+            .collect();
+        modes.sort_unstable();
+        modes.dedup();
+        (!modes.is_empty()).then(|| modes.join(","))
+    }
+}
+
 /// gRPC metadata key a standby coordinator sets on its UNAVAILABLE answers: the advertised
 /// gRPC address of the active coordinator (`http://HOST:PORT` or `https://...`). Workers and
 /// the CLI follow it.
