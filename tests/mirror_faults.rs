@@ -15,9 +15,6 @@ mod common;
 use common::kafka::*;
 use common::*;
 use lockstep_workers::kafka::testkit::FlowToml;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,16 +37,7 @@ async fn exactly_once_through_worker_kills_coordinator_and_broker_restarts() {
     let mut target = Tansu::sqlite("tansu-target", logs.path());
     let (src, dst) = (source.bootstrap(), target.bootstrap());
 
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &src)
-        .create()
-        .expect("admin");
-    let topic = NewTopic::new("events", PARTITIONS, TopicReplication::Fixed(1));
-    let created = admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .expect("create topic");
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    create_topic(&src, "events", PARTITIONS).await;
 
     // tansu's SQLite engine serves one storage request at a time, so a request waits for
     // everything queued before it. With the mirror's default batches (10,000 records) and

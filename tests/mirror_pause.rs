@@ -19,9 +19,6 @@ mod common;
 use common::kafka::*;
 use common::*;
 use lockstep_workers::kafka::testkit::FlowToml;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -43,16 +40,7 @@ async fn setup(preload: usize) -> Setup {
     let source = Tansu::sqlite("tansu-source", logs.path());
     let target = Tansu::sqlite("tansu-target", logs.path());
     let (src, dst) = (source.bootstrap(), target.bootstrap());
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &src)
-        .create()
-        .expect("admin");
-    let topic = NewTopic::new("events", PARTITIONS, TopicReplication::Fixed(1));
-    let created = admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .expect("create topic");
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    create_topic(&src, "events", PARTITIONS).await;
     // Small batches and fetches keep tansu answering in time (see tests/mirror_faults.rs).
     let body = FlowToml::new("events", &["events"], ("up", &src), ("a", &dst))
         .flow_lines("tasks = 1\ndiscovery_interval = \"2s\"")

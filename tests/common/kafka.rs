@@ -4,6 +4,8 @@
 //! kept (with the processes' logs) when a test fails.
 
 use super::Cluster;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -87,6 +89,20 @@ pub async fn mirrored(cluster: &Cluster) -> Option<i64> {
         }
     }
     Some(per_partition.values().sum())
+}
+
+/// Creates `topic` with `partitions` on the broker at `bootstrap` (the mirror's source).
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin");
+    let topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let created = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("create topic");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
 }
 
 /// Counts delivered and failed records of the source loader.
