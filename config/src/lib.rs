@@ -6,17 +6,26 @@
 //! compile, a missing secret) names the field path. Validation collects every error before it
 //! returns, so `lockstep config check` shows them all at once.
 //!
-//! This crate never logs and never prints a secret: every secret field is a [`Secret`].
+//! This crate never logs and never prints a secret: every secret field is a [`Secret`]. An
+//! error never shows a value a `${...}` reference produced, nor the text of a reference: it
+//! names the field and the kind of reference (see `interp` and `redact`).
 
+mod bounds;
 mod interp;
 mod model;
+pub mod names;
+mod redact;
 mod secret;
+mod secret_file;
 mod security;
+mod task;
 mod validate;
 
+pub use bounds::{MAX_NAME_BYTES, MAX_VALUE_BYTES};
 pub use model::*;
 pub use secret::Secret;
 pub use security::{AuthConfig, Limits, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES, MIN_TOKEN_CHARS};
+pub use task::{TaskConfig, TaskSite};
 pub use validate::parse_ratio;
 
 use serde::Deserialize;
@@ -114,37 +123,39 @@ pub fn parse(
         syntax_error(file, text, Some(path), e.inner())
     })?;
 
-    // Pass 2: interpolation on the parsed tree, then the typed shape again.
+    // Pass 2: interpolation on the parsed tree, length caps, then the typed shape again.
     let mut table: toml::Table =
         toml::from_str(text).map_err(|e| syntax_error(file, text, None, &e))?;
     let mut errors = Vec::new();
-    interp::interpolate_table(&mut table, base_dir, env, &mut errors);
+    let produced = interp::interpolate_table(&mut table, base_dir, env, &mut errors);
+    bounds::check_table(&table, &mut errors);
     if !errors.is_empty() {
+        // Value-free by construction (kinds of references, lengths), so shown as they are:
+        // `redact` would only replace them with less precise messages.
         return Err(ConfigError::Invalid {
             file: file.to_string(),
             errors,
         });
     }
+    // From here on an error may quote a value; every one goes through `redact`.
+    let invalid = |errors: Vec<FieldError>| ConfigError::Invalid {
+        file: file.to_string(),
+        errors: redact::redact(errors, &produced),
+    };
     let raw: RawConfig =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            ConfigError::Invalid {
-                file: file.to_string(),
-                errors: vec![FieldError::new(e.path().to_string(), e.inner().to_string())],
-            }
+            invalid(vec![FieldError::new(
+                e.path().to_string(),
+                e.inner().to_string(),
+            )])
         })?;
 
     // Pass 3: meaning.
-    let mut config = validate::validate(raw).map_err(|errors| ConfigError::Invalid {
-        file: file.to_string(),
-        errors,
-    })?;
+    let mut config = validate::validate(raw, &produced).map_err(invalid)?;
     // Pass 4: files the config names (relative to the config's folder).
     security::resolve_files(&mut config.coordinator.tls, base_dir, &mut errors);
     if !errors.is_empty() {
-        return Err(ConfigError::Invalid {
-            file: file.to_string(),
-            errors,
-        });
+        return Err(invalid(errors));
     }
     Ok(config)
 }

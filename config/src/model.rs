@@ -77,6 +77,11 @@ pub struct CoordinatorConfig {
     /// `[coordinator.election]`: leader election among coordinators sharing one state store.
     #[serde(default)]
     pub election: ElectionConfig,
+    /// Allows a plaintext gRPC listener (no `[coordinator.tls]`) on a non-loopback address:
+    /// the operator states that the network between workers and coordinator is private.
+    /// Without it such a coordinator refuses to start.
+    #[serde(default)]
+    pub trusted_network: bool,
 }
 
 /// `[coordinator.election]`: coordinators that share a state store elect one active leader
@@ -626,6 +631,7 @@ pub(crate) struct RawCoordinator {
     pub advertise_grpc: Option<String>,
     pub advertise_http: Option<String>,
     pub election: Option<RawElection>,
+    pub trusted_network: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

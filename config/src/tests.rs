@@ -196,7 +196,12 @@ fn missing_secret_names_the_field_and_never_a_value() {
     let e = parse_err(&text);
     let shown = e.to_string();
     assert!(shown.contains("sites[0].druid.password"), "{shown}");
-    assert!(shown.contains("DRUID_PW is not set"), "{shown}");
+    assert!(
+        shown.contains("`${NAME}` reference #1: the environment variable is not set"),
+        "{shown}"
+    );
+    // The reference's text may be part of the secret (a stray `${` in a password).
+    assert!(!shown.contains("DRUID_PW"), "{shown}");
 
     let env = |n: &str| (n == "DRUID_PW").then(|| "hunter2".to_string());
     let c = parse(&text, "t.toml", None, &env).expect("valid with the variable set");
@@ -544,4 +549,212 @@ renew_interval = "2s"
     let typo = "[coordinator.election]\nttl = \"5s\"\n".to_string() + MINIMAL;
     let shown = parse_err(&typo).to_string();
     assert!(shown.contains("ttl"), "{shown}");
+}
+
+// ---------------------------------------------------------------------------------------
+// What errors show once interpolation has run (issue 22).
+// ---------------------------------------------------------------------------------------
+
+fn parse_env_err(text: &str, base: Option<&std::path::Path>, vars: &[(&str, &str)]) -> String {
+    let env = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    match parse(text, "t.toml", base, &env) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn an_invalid_value_from_a_file_names_the_field_and_the_kind_never_the_content() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ttl"), "hunter2 from a file\n").unwrap();
+    let text = format!("[coordinator]\nlease_ttl = \"${{file:ttl}}\"\n{MINIMAL}");
+    let shown = parse_env_err(&text, Some(dir.path()), &[]);
+    assert!(
+        shown.contains(
+            "coordinator.lease_ttl: the value from a reference `${file:PATH}` is not valid here"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+    // The same from the environment, and in a value that is only partly a reference.
+    let text = format!("[coordinator]\nlease_ttl = \"1${{TTL}}\"\n{MINIMAL}");
+    let shown = parse_env_err(&text, None, &[("TTL", "0 hunter2-units")]);
+    assert!(
+        shown.contains("coordinator.lease_ttl: the value from a reference `${NAME}`"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn the_process_environment_cannot_be_read_as_a_value() {
+    let text = format!("[coordinator]\nlease_ttl = \"${{file:/proc/self/environ}}\"\n{MINIMAL}");
+    let shown = parse_env_err(&text, None, &[]);
+    assert!(
+        shown.contains("coordinator.lease_ttl: `${file:PATH}` reference #1"),
+        "{shown}"
+    );
+    assert!(shown.contains("pseudo-file"), "{shown}");
+    assert!(!shown.contains("/proc/self/environ"), "{shown}");
+    if let Ok(path) = std::env::var("PATH") {
+        assert!(!shown.contains(&path), "{shown}");
+    }
+}
+
+#[test]
+fn file_references_read_regular_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let text = MINIMAL.replace(
+        "druid.router_url = \"http://a:8888\"",
+        "druid.router_url = \"http://a:8888\"\ndruid.username = \"u\"\ndruid.password = \"${file:fifo}\"",
+    );
+    let shown = parse_env_err(&text, Some(dir.path()), &[]);
+    assert!(
+        shown.contains(
+            "sites[0].druid.password: `${file:PATH}` reference #1: not a regular file (a FIFO)"
+        ),
+        "{shown}"
+    );
+    let text = text.replace("${file:fifo}", "${file:.}");
+    let shown = parse_env_err(&text, Some(dir.path()), &[]);
+    assert!(
+        shown.contains("not a regular file (a directory)"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_malformed_reference_in_a_password_is_not_quoted() {
+    let text = MINIMAL.replace(
+        "druid.router_url = \"http://a:8888\"",
+        "druid.router_url = \"http://a:8888\"\ndruid.username = \"u\"\ndruid.password = \"pa${ss-w0rd}x\"",
+    );
+    let shown = parse_env_err(&text, None, &[]);
+    assert!(
+        shown.contains("sites[0].druid.password: reference #1 is malformed"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("ss-w0rd") && !shown.contains("pa$"),
+        "{shown}"
+    );
+    let unclosed = text.replace("pa${ss-w0rd}x", "pa${ss-w0rd");
+    let shown = parse_env_err(&unclosed, None, &[]);
+    assert!(shown.contains("is not closed"), "{shown}");
+    assert!(!shown.contains("ss-w0rd"), "{shown}");
+}
+
+#[test]
+fn another_fields_produced_value_is_named_by_its_path() {
+    // Site a's name comes from the environment; the flow names an unknown site.
+    let text = MINIMAL
+        .replace("name = \"a\"", "name = \"${SITE_A}\"")
+        .replace(
+            "topics = [\"t\"]",
+            "topics = [\"t\"]\nsites = [\"b\", \"nope\"]",
+        );
+    let shown = parse_env_err(&text, None, &[("SITE_A", "a-secret-site")]);
+    assert!(
+        shown.contains(
+            "flows[0].sites[1]: unknown site \"nope\" (known: <the value of sites[0].name>, b)"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("a-secret-site"), "{shown}");
+    // A duplicate of a produced name says which field it repeats, not the name.
+    let text = MINIMAL.replace("name = \"a\"", "name = \"${SITE_A}\"");
+    let shown = parse_env_err(&text, None, &[("SITE_A", "b")]);
+    assert!(
+        shown.contains(
+            "sites[1].name: duplicate name <the value of sites[0].name> (also sites[0].name)"
+        ),
+        "{shown}"
+    );
+    // Without `sites = [...]` a flow's sites are the sites' names, named by their fields.
+    let text = MINIMAL
+        .replace("name = \"a\"", "name = \"${SITE_A}\"")
+        .replace("kafka.bootstrap_servers = \"a:9092\"\n", "");
+    let shown = parse_env_err(&text, None, &[("SITE_A", "x")]);
+    assert!(
+        shown.contains(
+            "flows[0].sites[0]: site <the value of sites[0].name> has no [sites.kafka] table"
+        ),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_produced_value_is_redacted_wherever_it_appears() {
+    // The second belt: a literal elsewhere that repeats a produced value is not shown either.
+    let text = format!(
+        "[coordinator]\nadvertise_grpc = \"secret-host:7400\"\n{}",
+        MINIMAL.replace("\"up:9092\"", "\"${UP}:9092\"")
+    );
+    let shown = parse_env_err(&text, None, &[("UP", "secret-host")]);
+    assert!(
+        shown.contains("coordinator.advertise_grpc: \"***:7400\""),
+        "{shown}"
+    );
+    assert!(!shown.contains("secret-host"), "{shown}");
+}
+
+#[test]
+fn names_and_values_have_length_limits() {
+    let long_name = "n".repeat(MAX_NAME_BYTES + 1);
+    let text = MINIMAL.replace("name = \"f\"", &format!("name = \"{long_name}\""));
+    let shown = parse_err(&text).to_string();
+    assert!(
+        shown.contains("flows[0].name: too long (129 bytes; at most 128; the value is not shown)"),
+        "{shown}"
+    );
+    assert!(!shown.contains(&long_name), "{shown}");
+
+    // A value from the environment is held to the cap too.
+    let text = MINIMAL.replace("\"up:9092\"", "\"${UP}\"");
+    let huge = "u".repeat(MAX_VALUE_BYTES + 1);
+    let shown = parse_env_err(&text, None, &[("UP", &huge)]);
+    assert!(
+        shown.contains("sources[0].kafka.bootstrap_servers: too long (65537 bytes; at most 65536"),
+        "{shown}"
+    );
+    assert!(shown.len() < 1000, "{shown}");
+
+    let long_topic = "t".repeat(300);
+    let text = MINIMAL.replace("topics = [\"t\"]", &format!("topics = [\"{long_topic}\"]"));
+    let shown = parse_err(&text).to_string();
+    assert!(
+        shown.contains(
+            "flows[0].topics[0]: too long for a Kafka topic name (300 bytes; at most 249"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains(&long_topic), "{shown}");
+
+    let text = MINIMAL.replace(
+        "topics = [\"t\"]",
+        &format!("topics = [\"t\"]\nsites = [\"{long_name}\"]"),
+    );
+    let shown = parse_err(&text).to_string();
+    assert!(
+        shown.contains("flows[0].sites[0]: unknown site, longer than any name (129 bytes)"),
+        "{shown}"
+    );
+
+    let text = format!("[coordinator]\nid = \"{long_name}\"\n{MINIMAL}");
+    let shown = parse_err(&text).to_string();
+    assert!(
+        shown.contains("coordinator.id: too long (129 bytes"),
+        "{shown}"
+    );
 }

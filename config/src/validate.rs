@@ -1,21 +1,37 @@
 //! Semantic validation: turns the raw TOML shapes into a typed [`Config`], collecting every
 //! problem with its field path. Defaults are applied here, in one place.
+//!
+//! A message may quote the value of its own field (`redact` replaces the message of a field
+//! whose value came from a `${...}` reference), but it names another field's value through
+//! [`Checker::shown`], which shows a field path instead of a value a reference produced.
 
+use crate::bounds::{name_too_long, MAX_NAME_BYTES};
+use crate::interp::Produced;
 use crate::model::*;
 use crate::FieldError;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Collects errors while converting; a failed field yields a placeholder so that validation
 /// goes on and reports everything.
-struct Checker {
+struct Checker<'a> {
     errors: Vec<FieldError>,
+    produced: &'a Produced,
 }
 
-impl Checker {
+impl Checker<'_> {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(FieldError::new(path, message));
+    }
+
+    /// `"value"`, the value of the field at `path` quoted in a message about another field;
+    /// `<the value of PATH>` when a `${...}` reference produced it.
+    fn shown(&self, path: &str, value: &str) -> String {
+        match self.produced.kinds(path) {
+            Some(_) => format!("<the value of {path}>"),
+            None => format!("\"{value}\""),
+        }
     }
 
     fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
@@ -58,6 +74,8 @@ impl Checker {
     fn name(&mut self, path: &str, name: &str) {
         if name.is_empty() {
             self.err(path, "must not be empty");
+        } else if let Some(message) = name_too_long(name) {
+            self.err(path, message);
         } else if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -112,9 +130,10 @@ impl Checker {
     fn store(&mut self, path: &str, store: &ObjectStore) {
         let need = |c: &mut Checker, field: &str, v: &Option<String>| {
             if v.as_deref().is_none_or(str::is_empty) {
+                let service = c.shown(&format!("{path}.service"), store.service.as_str());
                 c.err(
                     format!("{path}.{field}"),
-                    format!("required for service \"{}\"", store.service.as_str()),
+                    format!("required for service {service}"),
                 );
             }
         };
@@ -175,12 +194,16 @@ fn election(c: &mut Checker, raw: RawElection) -> ElectionConfig {
         (lease_ttl / 5).min(defaults.renew_interval),
     );
     if renew_interval * 3 > lease_ttl {
+        let ttl = c.shown(
+            "coordinator.election.lease_ttl",
+            &humantime::format_duration(lease_ttl).to_string(),
+        );
         c.err(
             "coordinator.election.renew_interval",
             format!(
                 "{} is more than a third of lease_ttl ({}): the leader would lose its lease after one failed renewal",
                 humantime::format_duration(renew_interval),
-                humantime::format_duration(lease_ttl)
+                unquoted(ttl)
             ),
         );
     }
@@ -201,19 +224,27 @@ fn forbid<T>(c: &mut Checker, path: &str, field: &str, value: &Option<T>, kind: 
 }
 
 fn duplicates<'a>(c: &mut Checker, what: &str, names: impl Iterator<Item = &'a str>) {
-    let mut seen = HashSet::new();
+    let mut seen = HashMap::new();
     for (i, name) in names.enumerate() {
-        if !seen.insert(name) {
+        if let Some(first) = seen.get(name) {
+            let first = format!("{what}[{first}].name");
+            let name = c.shown(&first, name);
             c.err(
                 format!("{what}[{i}].name"),
-                format!("duplicate name \"{name}\""),
+                format!("duplicate name {name} (also {first})"),
             );
+        } else {
+            seen.insert(name, i);
         }
     }
 }
 
-pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
-    let mut c = Checker { errors: Vec::new() };
+/// `produced` says which fields got their value from a `${...}` reference.
+pub(crate) fn validate(raw: RawConfig, produced: &Produced) -> Result<Config, Vec<FieldError>> {
+    let mut c = Checker {
+        errors: Vec::new(),
+        produced,
+    };
 
     // [coordinator]
     let rc = raw.coordinator;
@@ -238,12 +269,16 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         lease_ttl / 5,
     );
     if heartbeat_interval * 2 > lease_ttl {
+        let ttl = c.shown(
+            "coordinator.lease_ttl",
+            &humantime::format_duration(lease_ttl).to_string(),
+        );
         c.err(
             "coordinator.heartbeat_interval",
             format!(
                 "{} is more than half of lease_ttl ({}): one lost heartbeat would expire the lease",
                 humantime::format_duration(heartbeat_interval),
-                humantime::format_duration(lease_ttl)
+                unquoted(ttl)
             ),
         );
     }
@@ -255,6 +290,10 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     }
     let region = rc.region.unwrap_or_else(|| "default".to_string());
     c.name("coordinator.region", &region);
+    // Any text is accepted as an id (it defaults to `<region>-<hostname>`), but not any length.
+    if let Some(message) = rc.id.as_deref().and_then(name_too_long) {
+        c.err("coordinator.id", message);
+    }
     let state = rc
         .state
         .unwrap_or_else(|| ObjectStore::fs("lockstep-state"));
@@ -300,6 +339,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         advertise_grpc,
         advertise_http,
         election,
+        trusted_network: rc.trusted_network.unwrap_or(false),
     };
 
     // [[sites]]
@@ -351,6 +391,8 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         raw.sources.iter().map(|s| s.name.as_str()),
     );
     let mut sources = Vec::new();
+    // The index in [[sources]] of each source kept, for field paths.
+    let mut source_index = Vec::new();
     for (i, s) in raw.sources.into_iter().enumerate() {
         let p = format!("sources[{i}]");
         c.name(&format!("{p}.name"), &s.name);
@@ -394,31 +436,53 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         };
         if let Some(kind) = kind {
             sources.push(Source { name: s.name, kind });
+            source_index.push(i);
         }
     }
 
     // [[flows]]
     duplicates(&mut c, "flows", raw.flows.iter().map(|f| f.name.as_str()));
-    let site_names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+    let site_names: Vec<String> = sites
+        .iter()
+        .enumerate()
+        .map(|(k, s)| unquoted(c.shown(&format!("sites[{k}].name"), &s.name)))
+        .collect();
+    let source_names: Vec<String> = sources
+        .iter()
+        .zip(&source_index)
+        .map(|(s, k)| unquoted(c.shown(&format!("sources[{k}].name"), &s.name)))
+        .collect();
     let mut flows = Vec::new();
     for (i, f) in raw.flows.into_iter().enumerate() {
         let p = format!("flows[{i}]");
         c.name(&format!("{p}.name"), &f.name);
-        let source = sources.iter().find(|s| s.name == f.source);
+        let source = sources.iter().position(|s| s.name == f.source);
         match source {
-            None => {
-                let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
-                c.err(
-                    format!("{p}.source"),
-                    format!("unknown source \"{}\" (known: {})", f.source, list(&known)),
-                );
-            }
-            Some(src) if src.kind.as_str() != f.kind => c.err(
+            // Not quoted: it may be any length.
+            None if f.source.len() > MAX_NAME_BYTES => c.err(
                 format!("{p}.source"),
                 format!(
-                    "source \"{}\" is of kind \"{}\" but the flow is of kind \"{}\"",
-                    src.name,
-                    src.kind.as_str(),
+                    "unknown source, longer than any name ({} bytes)",
+                    f.source.len()
+                ),
+            ),
+            None => c.err(
+                format!("{p}.source"),
+                format!(
+                    "unknown source \"{}\" (known: {})",
+                    f.source,
+                    list(&source_names)
+                ),
+            ),
+            Some(k) if sources[k].kind.as_str() != f.kind => c.err(
+                format!("{p}.source"),
+                format!(
+                    "source \"{}\" is of kind {} but the flow is of kind \"{}\"",
+                    f.source,
+                    c.shown(
+                        &format!("sources[{}].kind", source_index[k]),
+                        sources[k].kind.as_str()
+                    ),
                     f.kind
                 ),
             ),
@@ -427,32 +491,42 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         let flow_sites = f
             .sites
             .clone()
-            .unwrap_or_else(|| site_names.iter().map(|s| s.to_string()).collect());
+            .unwrap_or_else(|| sites.iter().map(|s| s.name.clone()).collect());
         if flow_sites.is_empty() {
             c.err(format!("{p}.sites"), "a flow needs at least one site");
         }
         let mut seen = HashSet::new();
         for (j, site) in flow_sites.iter().enumerate() {
-            if !seen.insert(site.as_str()) {
+            let at = format!("{p}.sites[{j}]");
+            // Without `sites = [...]` the flow's sites are the sites' names, named by their
+            // own fields.
+            let site_field = match f.sites {
+                Some(_) => at.clone(),
+                None => format!("sites[{j}].name"),
+            };
+            if site.len() > MAX_NAME_BYTES {
                 c.err(
-                    format!("{p}.sites[{j}]"),
-                    format!("site \"{site}\" is listed twice"),
+                    at,
+                    format!("unknown site, longer than any name ({} bytes)", site.len()),
                 );
+                continue;
+            }
+            let shown = c.shown(&site_field, site);
+            if !seen.insert(site.as_str()) {
+                c.err(at.clone(), format!("site {shown} is listed twice"));
             }
             match sites.iter().find(|s| &s.name == site) {
                 None => c.err(
-                    format!("{p}.sites[{j}]"),
-                    format!("unknown site \"{site}\" (known: {})", list(&site_names)),
+                    at,
+                    format!("unknown site {shown} (known: {})", list(&site_names)),
                 ),
                 Some(s) if f.kind == "kafka" && s.kafka.is_none() => c.err(
-                    format!("{p}.sites[{j}]"),
-                    format!("site \"{site}\" has no [sites.kafka] table, needed by a kafka flow"),
+                    at,
+                    format!("site {shown} has no [sites.kafka] table, needed by a kafka flow"),
                 ),
                 Some(s) if f.kind == "objects" && s.store.is_none() => c.err(
-                    format!("{p}.sites[{j}]"),
-                    format!(
-                        "site \"{site}\" has no [sites.store] table, needed by an objects flow"
-                    ),
+                    at,
+                    format!("site {shown} has no [sites.store] table, needed by an objects flow"),
                 ),
                 Some(_) => {}
             }
@@ -535,7 +609,15 @@ fn kafka_flow(
                 c.err(format!("{p}.topics"), "must list at least one topic");
             }
             for (j, t) in list.iter().enumerate() {
-                if !valid_topic(t) {
+                if t.len() > MAX_TOPIC_BYTES {
+                    c.err(
+                        format!("{p}.topics[{j}]"),
+                        format!(
+                            "too long for a Kafka topic name ({} bytes; at most {MAX_TOPIC_BYTES}; the value is not shown)",
+                            t.len()
+                        ),
+                    );
+                } else if !valid_topic(t) {
                     c.err(
                         format!("{p}.topics[{j}]"),
                         format!(
@@ -664,12 +746,16 @@ fn drift_settings(c: &mut Checker, p: &str, raw: Option<&RawDrift>) -> DriftSett
         other => c.duration(&format!("{p}.settle"), other, d.settle),
     };
     if settle >= window {
+        let shown_window = c.shown(
+            &format!("{p}.window"),
+            &humantime::format_duration(window).to_string(),
+        );
         c.err(
             format!("{p}.settle"),
             format!(
                 "{} must be shorter than window ({}): nothing would be compared",
                 humantime::format_duration(settle),
-                humantime::format_duration(window)
+                unquoted(shown_window)
             ),
         );
     }
@@ -726,16 +812,27 @@ pub fn parse_ratio(text: &str) -> Option<f64> {
     (value.is_finite() && (0.0..=1.0).contains(&value)).then_some(value)
 }
 
+/// Kafka's own limit on a topic name.
+const MAX_TOPIC_BYTES: usize = 249;
+
 fn valid_topic(t: &str) -> bool {
     !t.is_empty()
-        && t.len() <= 249
+        && t.len() <= MAX_TOPIC_BYTES
         && t != "."
         && t != ".."
         && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn list(names: &[&str]) -> String {
+/// A name from [`Checker::shown`] in a list or in parentheses, without its quotes.
+fn unquoted(shown: String) -> String {
+    match shown.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) => inner.to_string(),
+        None => shown,
+    }
+}
+
+fn list(names: &[String]) -> String {
     if names.is_empty() {
         "none".to_string()
     } else {
