@@ -5,12 +5,14 @@
 //! Hardening: worker calls pass [`crate::admission`] before the control lock; admin calls
 //! need the bearer token ([`crate::auth`]); messages above `limits.max_message_bytes` are
 //! refused while decoding; each request has `limits.request_timeout`; with `[coordinator.tls]`
-//! the port speaks only TLS ([`crate::tls`]).
+//! the port speaks only TLS ([`crate::tls`]); connections are capped and time out, and a
+//! malformed request is refused with INVALID_ARGUMENT ([`crate::conn`], `lockstep_proto::codec`).
 //!
 //! On a standby every call is refused before it is decoded, with UNAVAILABLE and the
 //! leader's address ([`crate::leadership::StandbyGuard`]).
 
 use crate::auth::Access;
+use crate::conn::{Limiter, Listener};
 use crate::control::ControlError;
 use crate::server::{heartbeat_response, CallError, Shared};
 use crate::state::StateError;
@@ -58,18 +60,23 @@ pub async fn serve(
             }
         })
     };
+    // Connections are bounded like the HTTP port's (crate::conn): a cap, a first-byte deadline
+    // and an idle deadline. The server pings a silent client well within the idle timeout, so
+    // a live worker always reads in time; calls in flight mark their connection busy.
+    let limiter = Limiter::new(Listener::Grpc, &limits, shared.metrics.clone());
     let router = tonic::transport::Server::builder()
         .timeout(limits.request_timeout)
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(crate::conn::keepalive_interval(limits.idle_timeout)))
         .http2_keepalive_timeout(Some(limits.request_timeout))
+        .layer(crate::conn::TrackRequests(limiter.clone()))
         .add_service(workers)
         .add_service(admin);
     let result = match tls {
         None => {
             router
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    crate::conn::incoming(listener, limiter),
                     shutdown.clone().cancelled_owned(),
                 )
                 .await
@@ -79,6 +86,7 @@ pub async fn serve(
                 listener,
                 files,
                 limits.request_timeout,
+                limiter,
                 shared.metrics.clone(),
                 shutdown.clone(),
             );

@@ -5,7 +5,13 @@
 //! Everything but the probes and `/metrics` is guarded by the admin token
 //! ([`crate::auth::http_guard`]). On a standby, everything but the probes and `/metrics`
 //! answers 307 to the leader ([`crate::leadership::standby_redirect`]).
+//!
+//! [`serve`] runs hyper's HTTP/1 server by hand rather than `axum::serve`, which has neither a
+//! header-read timeout nor a connection cap: idle and half-sent (slowloris) connections stayed
+//! open until the process ran out of descriptors (issue 22). Connections are bounded by
+//! [`crate::conn`].
 
+use crate::conn::{Limiter, Listener, Reason};
 use crate::server::Shared;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -43,15 +49,71 @@ pub fn router(shared: Arc<Shared>) -> Router {
         ))
 }
 
+/// Serves [`router`] until `shutdown`: at most `limits.max_connections` connections (the least
+/// recently used idle one makes room for a new one), request headers within
+/// `limits.header_read_timeout` (of the connection's start or its previous answer, so also the
+/// keep-alive idle limit), no silent connection past `limits.idle_timeout`. On shutdown, idle
+/// connections close and requests in flight finish, for at most `limits.request_timeout`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    let limits = shared.limits.clone();
+    let limiter = Limiter::new(Listener::Http, &limits, shared.metrics.clone());
+    let router = router(shared);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let conn = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            conn = limiter.accept(&listener) => conn,
+        };
+        let peer = conn.peer();
+        let requests = conn.requests();
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let busy = requests.begin();
+            let mut router = router.clone();
+            async move {
+                // A Router is always ready (its poll_ready returns Ready at once), so it is
+                // called without polling readiness first, as axum::serve does.
+                let response = match tower::Service::call(&mut router, req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| crate::conn::TrackedBody::new(body, Some(busy))),
+                )
+            }
+        });
+        let served =
+            graceful.watch(http1.serve_connection(hyper_util::rt::TokioIo::new(conn), service));
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            if let Err(e) = served.await {
+                if e.is_timeout() {
+                    limiter.closed(Reason::HeaderTimeout, peer);
+                } else {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.request_timeout, graceful.shutdown())
         .await
-        .map_err(|e| e.to_string())
+        .is_err()
+    {
+        tracing::warn!(
+            open = limiter.open(),
+            "HTTP connections still busy request_timeout after shutdown began; dropping them"
+        );
+    }
+    Ok(())
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {

@@ -10,6 +10,7 @@ pub mod admission;
 pub mod assign;
 pub mod auth;
 pub mod cas;
+pub mod conn;
 pub mod control;
 pub mod drift;
 pub mod druid;

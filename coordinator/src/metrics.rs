@@ -47,6 +47,9 @@ pub struct Metrics {
     pub election_transitions: IntCounterVec,
     pub lease_writes: IntCounterVec,
     pub redirects: IntCounterVec,
+    pub connections: IntGaugeVec,
+    pub connections_limit: IntGaugeVec,
+    pub connections_closed: IntCounterVec,
 }
 
 /// Every gRPC method the coordinator serves, as it names them in metric labels.
@@ -98,7 +101,16 @@ pub const NAMES: &[&str] = &[
     "lockstep_coordinator_election_transitions_total",
     "lockstep_coordinator_election_lease_writes_total",
     "lockstep_coordinator_redirects_total",
+    "lockstep_coordinator_connections",
+    "lockstep_coordinator_connections_limit",
+    "lockstep_coordinator_connections_closed_total",
 ];
+
+/// The listeners whose connections are bounded ([`crate::conn`]), as metric labels name them.
+pub const LISTENERS: &[&str] = &["http", "grpc"];
+
+/// Why the coordinator closed a connection on its own ([`crate::conn::Reason`]).
+pub const CLOSE_REASONS: &[&str] = &["evicted", "refused", "header_timeout", "idle"];
 
 impl Metrics {
     /// Metrics registered in a fresh registry (one per coordinator, so tests can run several).
@@ -137,6 +149,9 @@ impl Metrics {
             Box::new(m.election_transitions.clone()),
             Box::new(m.lease_writes.clone()),
             Box::new(m.redirects.clone()),
+            Box::new(m.connections.clone()),
+            Box::new(m.connections_limit.clone()),
+            Box::new(m.connections_closed.clone()),
         ];
         for c in collectors {
             // Names are constants and distinct, so registration cannot collide.
@@ -355,6 +370,21 @@ impl Metrics {
                 "lockstep_coordinator_redirects_total",
                 "Calls a standby answered by naming the leader, by api: grpc (UNAVAILABLE + lockstep-leader) or http (307).",
                 &["api"],
+            ),
+            connections: gauge_vec(
+                "lockstep_coordinator_connections",
+                "Connections open on a listener (http, grpc), TLS handshakes included.",
+                &["listener"],
+            ),
+            connections_limit: gauge_vec(
+                "lockstep_coordinator_connections_limit",
+                "Most connections a listener keeps open: limits.max_connections, lowered to fit the file limit.",
+                &["listener"],
+            ),
+            connections_closed: counter_vec(
+                "lockstep_coordinator_connections_closed_total",
+                "Connections the coordinator closed on its own, by listener and reason: evicted (the least recently used idle one, to make room at the cap), refused (at the cap with every connection busy), header_timeout (no complete request headers, or on gRPC no first byte, within limits.header_read_timeout), idle (no byte moved for limits.idle_timeout).",
+                &["listener", "reason"],
             ),
         }
     }

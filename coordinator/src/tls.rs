@@ -9,8 +9,10 @@
 //! use, so a half-written rotation never takes the port down.
 //!
 //! Handshakes run in their own tasks, bounded in number and time, so a client that connects
-//! and sends nothing (or garbage) holds up no one else.
+//! and sends nothing (or garbage) holds up no one else. Connections are admitted by the gRPC
+//! listener's [`Limiter`] before their handshake, so handshakes count against its cap.
 
+use crate::conn::{Conn, Limiter};
 use crate::metrics::Metrics;
 use lockstep_config::TlsConfig;
 use rustls_pki_types::pem::PemObject;
@@ -18,7 +20,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
@@ -184,16 +186,17 @@ pub fn build(files: &TlsConfig) -> Result<rustls::ServerConfig, TlsError> {
     Ok(config)
 }
 
-/// Accepts TCP connections, runs each TLS handshake in its own task (bounded in number and
-/// by `handshake_timeout`), and yields the finished streams for tonic to serve.
+/// Accepts TCP connections under `limiter`, runs each TLS handshake in its own task (bounded
+/// in number and by `handshake_timeout`), and yields the finished streams for tonic to serve.
+/// Their connect info is `TlsConnectInfo<TcpConnectInfo>`, as tonic's `peer_certs()` needs.
 pub fn incoming(
     listener: TcpListener,
     files: Arc<TlsFiles>,
     handshake_timeout: Duration,
+    limiter: Limiter,
     metrics: Metrics,
     shutdown: CancellationToken,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>
-{
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<Conn<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
@@ -204,20 +207,12 @@ pub fn incoming(
             };
             // The semaphore is never closed; an error would only mean shutting down.
             let Ok(permit) = permit else { return };
-            let accepted = tokio::select! {
+            // Accept errors (out of descriptors and the like) are waited out in there.
+            let tcp = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                a = listener.accept() => a,
+                c = limiter.accept(&listener) => c,
             };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "gRPC accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+            let peer = tcp.peer();
             let files = files.clone();
             let tx = tx.clone();
             let metrics = metrics.clone();

@@ -4,6 +4,8 @@
 //! generate from it. The package is versioned (`lockstep.v1`): a breaking change gets `v2`
 //! beside it, never an edit in place.
 
+pub mod codec;
+
 /// Generated types and services of `lockstep.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
