@@ -46,6 +46,12 @@ enum Command {
         /// Config file (TOML). See config/examples/.
         #[arg(long, short)]
         config: PathBuf,
+        /// Do not run: confirm that the state document of `[coordinator.state]` is lost (the
+        /// coordinators refuse to lead), so that they start afresh, holding every task for
+        /// lease_ttl + handover_margin. Refused while the document exists. See the README,
+        /// "Lost or corrupted state".
+        #[arg(long)]
+        accept_state_loss: bool,
     },
     /// Run a worker: join the coordinator and run the tasks it assigns.
     Worker(WorkerArgs),
@@ -465,8 +471,24 @@ fn config_check(file: &std::path::Path) -> ExitCode {
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Config { .. } => unreachable!("handled before the runtime starts"),
-        Command::Coordinator { config } => {
+        Command::Coordinator {
+            config,
+            accept_state_loss,
+        } => {
             let cfg = lockstep_config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if accept_state_loss {
+                let store = &cfg.coordinator.state;
+                let removed = lockstep_coordinator::state::accept_state_loss(store).await?;
+                println!(
+                    "state loss accepted for {}: {}; the coordinators start afresh within a second and hand out tasks after lease_ttl + handover_margin",
+                    store.describe(),
+                    match removed {
+                        Some(m) => format!("marker of {} (epoch {}, {}) removed", m.leader, m.epoch, m.written_at),
+                        None => "there was no marker".to_string(),
+                    }
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let shutdown = shutdown_on_signals();
             let (_bound, done) = lockstep_coordinator::start(cfg, shutdown).await?;
             done.await?;

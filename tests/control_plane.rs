@@ -124,6 +124,17 @@ async fn assignment_spreads_fails_over_and_survives_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_and_unknown_generations_are_refused() {
     let cluster = Cluster::start(&two_flows_two_sites(1), 5000, 1000, 200);
+    // A fresh coordinator holds every task for lease_ttl + handover_margin (issue 22).
+    wait_for(
+        Duration::from_secs(30),
+        "the fresh-start hold to end",
+        || {
+            cluster
+                .coordinator
+                .as_ref()
+                .is_some_and(|c| c.log_text().contains("hold over"))
+        },
+    );
     let mut client = pb::worker_service_client::WorkerServiceClient::connect(cluster.grpc.clone())
         .await
         .expect("connect");

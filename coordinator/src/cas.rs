@@ -268,6 +268,27 @@ impl CasStore {
         }
     }
 
+    /// Removes a document unconditionally (absent is fine). Only for the state marker, which
+    /// an operator removes on purpose ([`crate::state::accept_state_loss`]); never for a
+    /// document that others write by compare-and-swap.
+    pub async fn remove(&self, name: &str) -> Result<(), CasError> {
+        match &self.backend {
+            Backend::Fs { root, local } => {
+                let _local = local.lock().await;
+                match tokio::fs::remove_file(root.join(name)).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(source) => Err(self.io(name, source)),
+                }
+            }
+            Backend::Object(op) => match self.bounded(name, op.delete(name)).await? {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(self.store(name, source)),
+            },
+        }
+    }
+
     /// The fs holder lock beside the documents (`<root>/<name>`), or `None` for object
     /// stores, which have no such thing.
     pub fn holder_lock(&self, name: &str) -> Result<Option<HolderLock>, CasError> {

@@ -46,6 +46,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// goes on counting.
 pub const MAX_DUPLICATE_RANGES: usize = 64;
 
+/// Generations reserved per state write (see `Control::reserved`).
+pub const GENERATION_BLOCK: u64 = 1024;
+
 /// Most warnings one heartbeat records for one partition's new duplicate ranges; the rest are
 /// summed up in one more.
 const MAX_DUPLICATE_EVENTS: usize = 8;
@@ -182,6 +185,11 @@ pub struct Control {
     timing: Timing,
     max_workers: u32,
     generation: u64,
+    /// The generation the stored state names: always at or above every generation handed
+    /// out, so a restarted coordinator never hands out one twice. Reserved in blocks of
+    /// [`GENERATION_BLOCK`], so that a Join that changes no assignment (a worker with nothing
+    /// to run yet, a flood of made-up ids) needs no state write of its own.
+    reserved: u64,
     tasks: Vec<TaskDef>,
     task_index: HashMap<String, usize>,
     workers: BTreeMap<String, Worker>,
@@ -213,6 +221,13 @@ impl Control {
     /// A fresh or restored control plane. Restored workers count as seen `now`: each has one
     /// full lease to come back before its tasks move. Restored holds last a full
     /// `lease_ttl + handover_margin` from `now` (see the module doc).
+    ///
+    /// Without restored state (a first start, or a state loss an operator accepted) nobody
+    /// can say which worker still runs what, so every task is held from every worker until
+    /// `now + lease_ttl + handover_margin`, by when any lease granted before this start has
+    /// ended. (A control plane restored from an empty document holds nothing: it knows that
+    /// nothing runs.) Restored entries naming workers the document does not list are not
+    /// trusted either (see [`Control::restore`]).
     pub fn new(
         tasks: Vec<TaskDef>,
         timing: Timing,
@@ -230,6 +245,7 @@ impl Control {
             timing,
             max_workers,
             generation: 0,
+            reserved: 0,
             tasks,
             task_index,
             workers: BTreeMap::new(),
@@ -243,50 +259,172 @@ impl Control {
             metrics,
             events: RecentEvents::new(),
         };
-        if let Some(state) = restored {
-            control.generation = state.generation;
-            for (id, w) in state.workers {
-                control.workers.insert(
-                    id,
-                    Worker {
-                        capabilities: w.capabilities,
-                        capacity: w.capacity,
-                        session_generation: w.session_generation,
-                        hostname: w.hostname,
-                        draining: w.draining,
-                        last_seen: now,
-                        expired_at: None,
-                    },
-                );
-            }
-            // Tasks that left the config are dropped: a worker running one stops it, since the
-            // assignment it receives is complete.
-            let known = |t: &String| control.task_index.contains_key(t);
-            control.desired = state
-                .desired
-                .into_iter()
-                .filter(|(t, _)| known(t))
-                .collect();
-            control.actual = state.actual.into_iter().filter(|(t, _)| known(t)).collect();
-            control.paused = state.paused_flows;
-            // The hold began before the state was written, and the session it waits for was
-            // last seen before that: its lease has surely ended a full lease and margin after
-            // this restart, whatever time the hold had left.
-            let until = now + timing.lease_ttl + timing.handover_margin;
-            control.holds = state
-                .held
-                .into_iter()
-                .filter(|(t, _)| control.task_index.contains_key(t))
-                .map(|(t, worker)| (t, Hold { worker, until }))
-                .collect();
+        match restored {
+            Some(state) => control.restore(state, now),
+            None => control.hold_for_fresh_start(now),
         }
         control.rebalance();
         control.update_gauges();
         control
     }
 
+    /// Rebuilds the state from a restored document (see [`Control::new`]). Sanity rules:
+    /// - the generation is at least every restored session's (so a worker never sees it go
+    ///   back); the store refuses documents where counting on could wrap
+    ///   (`crate::state::MAX_RESTORED_GENERATION`);
+    /// - `desired` entries naming a worker not in `workers` are dropped (assignment redoes
+    ///   them);
+    /// - `actual` entries naming a worker not in `workers` leave `actual` (so the task never
+    ///   sits in `revoking` waiting for a worker nobody will ever expire) but are held, under
+    ///   that name, for a full lease plus margin: if such a worker did run the task, its lease
+    ///   has ended before anyone else gets it;
+    /// - `held` entries are kept whoever they name: a hold always ends, and it protects a
+    ///   writer the document may not know (the fresh-start hold names nobody).
+    fn restore(&mut self, state: PersistedState, now: Instant) {
+        let until = now + self.timing.lease_ttl + self.timing.handover_margin;
+        let sessions = state.workers.values().map(|w| w.session_generation).max();
+        self.generation = state.generation.max(sessions.unwrap_or(0));
+        if self.generation != state.generation {
+            tracing::warn!(
+                stored = state.generation,
+                raised_to = self.generation,
+                "restored generation is below a worker's session generation; raised so that no worker sees it go back"
+            );
+        }
+        for (id, w) in state.workers {
+            self.workers.insert(
+                id,
+                Worker {
+                    capabilities: w.capabilities,
+                    capacity: w.capacity,
+                    session_generation: w.session_generation,
+                    hostname: w.hostname,
+                    draining: w.draining,
+                    last_seen: now,
+                    expired_at: None,
+                },
+            );
+        }
+        // Tasks that left the config are dropped: a worker running one stops it, since the
+        // assignment it receives is complete.
+        let (desired, unknown_desired): (HashMap<_, _>, HashMap<_, _>) = state
+            .desired
+            .into_iter()
+            .filter(|(t, _)| self.task_index.contains_key(t))
+            .partition(|(_, w)| self.workers.contains_key(w));
+        self.desired = desired;
+        let (actual, orphans): (HashMap<_, _>, HashMap<String, String>) = state
+            .actual
+            .into_iter()
+            .filter(|(t, _)| self.task_index.contains_key(t))
+            .partition(|(_, w)| self.workers.contains_key(w));
+        self.actual = actual;
+        self.paused = state.paused_flows;
+        // The hold began before the state was written, and the session it waits for was
+        // last seen before that: its lease has surely ended a full lease and margin after
+        // this restart, whatever time the hold had left.
+        self.holds = state
+            .held
+            .into_iter()
+            .filter(|(t, _)| self.task_index.contains_key(t))
+            .map(|(t, worker)| (t, Hold { worker, until }))
+            .collect();
+        if !unknown_desired.is_empty() {
+            let mut names: Vec<&str> = unknown_desired.values().map(String::as_str).collect();
+            names.sort_unstable();
+            names.dedup();
+            tracing::warn!(
+                tasks = unknown_desired.len(),
+                workers = %names.join(","),
+                "restored state: desired assignments name workers it does not list; dropped (assigned afresh)"
+            );
+        }
+        if !orphans.is_empty() {
+            let mut names: Vec<&str> = orphans.values().map(String::as_str).collect();
+            names.sort_unstable();
+            names.dedup();
+            let names = names.join(", ");
+            let (at, wait) = self.wall_clock_of(until, now);
+            tracing::warn!(
+                tasks = orphans.len(),
+                workers = %names,
+                until = %at,
+                "restored state: tasks name running workers it does not list; held from every worker for lease_ttl + handover_margin, then handed out"
+            );
+            self.events.record(
+                Level::Warning,
+                "state",
+                format!(
+                    "restored state names unknown worker(s) {names} as running {} task(s): they are held from every worker until {at} (in {wait}: a full lease plus the hand-over margin), then handed out",
+                    orphans.len()
+                ),
+            );
+            for (task, worker) in orphans {
+                self.holds.entry(task).or_insert(Hold { worker, until });
+            }
+        }
+    }
+
+    /// No restored state: holds every task from every worker for a full lease plus the
+    /// hand-over margin (see [`Control::new`]). The hold names no worker.
+    fn hold_for_fresh_start(&mut self, now: Instant) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        let until = now + self.timing.lease_ttl + self.timing.handover_margin;
+        self.holds = self
+            .tasks
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    Hold {
+                        worker: String::new(),
+                        until,
+                    },
+                )
+            })
+            .collect();
+        let (at, _) = self.wall_clock_of(until, now);
+        // Logged only: the status event is recorded by the caller, which knows whether this
+        // is the store's very first leader (nothing unusual) or not (`crate::leadership`).
+        tracing::warn!(
+            tasks = self.tasks.len(),
+            until = %at,
+            "no stored state (first start, or an accepted state loss): every task is held from every worker for lease_ttl + handover_margin, since a worker may still run a task under an earlier lease"
+        );
+    }
+
+    /// `until` as a wall-clock time and as a wait from `now`, for messages.
+    fn wall_clock_of(&self, until: Instant, now: Instant) -> (String, String) {
+        let wait = until.saturating_duration_since(now);
+        let at = humantime::format_rfc3339_seconds(SystemTime::now() + wait).to_string();
+        let wait =
+            humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)).to_string();
+        (at, wait)
+    }
+
+    /// What this control plane recorded before it was given the shared ring (the sanity
+    /// warnings and the fresh-start hold of [`Control::new`]), oldest first, to be recorded
+    /// there.
+    pub(crate) fn early_events(&self) -> Vec<crate::events::Event> {
+        let mut events = self.events.snapshot();
+        events.reverse();
+        events
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// A new generation; past the reserved block, the next block is reserved and the state
+    /// marked for writing (see `reserved`).
+    fn bump_generation(&mut self) {
+        self.generation = self.generation.saturating_add(1);
+        if self.generation > self.reserved {
+            self.reserved = self.generation.saturating_add(GENERATION_BLOCK);
+            self.dirty = true;
+        }
     }
 
     pub fn timing(&self) -> Timing {
@@ -309,7 +447,7 @@ impl Control {
 
     pub fn snapshot(&self) -> PersistedState {
         PersistedState {
-            generation: self.generation,
+            generation: self.generation.max(self.reserved),
             workers: self
                 .workers
                 .iter()
@@ -367,7 +505,7 @@ impl Control {
                 max: self.max_workers,
             });
         }
-        self.generation += 1;
+        self.bump_generation();
         let draining = self.workers.get(worker_id).is_some_and(|w| w.draining);
         // A re-join keeps the tasks the worker holds (`actual` is untouched): either it is the
         // same process coming back (it still runs them) or a restarted one (it runs nothing and
@@ -395,7 +533,10 @@ impl Control {
             },
         );
         self.metrics.joins.inc();
-        self.dirty = true;
+        // Not dirty by itself: a Join is written when it changes an assignment (rebalance,
+        // promote, holds) or crosses the generation reserved ([`Control::bump_generation`]).
+        // Otherwise a restarted coordinator that never heard of this session answers its
+        // next call "unknown worker", and the worker joins again: nothing is lost.
         self.rebalance();
         self.update_gauges();
         Ok(self.view(worker_id))
@@ -423,6 +564,7 @@ impl Control {
         if tasks.is_empty() {
             return;
         }
+        self.dirty = true;
         for t in &tasks {
             let hold = self.holds.entry(t.clone()).or_insert_with(|| Hold {
                 worker: worker_id.to_string(),
@@ -481,7 +623,7 @@ impl Control {
             "hold over: the previous session's lease has ended; held tasks are handed out"
         );
         // The held worker's assignment changes: a new generation.
-        self.generation += 1;
+        self.bump_generation();
         self.dirty = true;
         true
     }
@@ -823,7 +965,7 @@ impl Control {
             }
         }
         if changed {
-            self.generation += 1;
+            self.bump_generation();
             self.dirty = true;
         }
     }
@@ -1027,12 +1169,13 @@ mod tests {
         }
     }
 
+    /// A control plane restored from an empty document: nothing runs, nothing is held.
     fn control(n: usize, now: Instant) -> Control {
         Control::new(
             defs(n),
             timing(),
             100,
-            None,
+            Some(PersistedState::default()),
             now,
             Metrics::new_unregistered(),
         )
@@ -1044,6 +1187,49 @@ mod tests {
 
     fn ids(v: &WorkerView) -> Vec<String> {
         v.assigned.iter().map(|t| t.task_id.clone()).collect()
+    }
+
+    #[test]
+    fn joins_that_change_no_assignment_need_no_write_and_generations_are_never_reused() {
+        let t0 = Instant::now();
+        let mut c = control(1, t0);
+        c.take_dirty_snapshot();
+        let a = c.join("a", caps(), 0, "h".into(), t0).expect("join a");
+        assert_eq!(ids(&a).len(), 1);
+        let written = c
+            .take_dirty_snapshot()
+            .expect("a's tasks are an assignment: written");
+        // Twenty more workers: nothing to give them (one task, sticky on a).
+        let mut last = 0;
+        for i in 0..20 {
+            let v = c
+                .join(&format!("idle{i}"), caps(), 0, "h".into(), t0)
+                .expect("join");
+            assert!(v.assigned.is_empty());
+            last = v.generation;
+        }
+        assert!(
+            c.take_dirty_snapshot().is_none(),
+            "joins without an assignment change wrote the state"
+        );
+        // A coordinator restarted from what was written hands out only newer generations.
+        assert!(
+            written.generation >= last,
+            "{} < {last}",
+            written.generation
+        );
+        let mut restarted = Control::new(
+            defs(1),
+            timing(),
+            100,
+            Some(written),
+            t0,
+            Metrics::new_unregistered(),
+        );
+        let again = restarted
+            .join("idle0", caps(), 0, "h".into(), t0)
+            .expect("join");
+        assert!(again.generation > last, "{} <= {last}", again.generation);
     }
 
     #[test]
@@ -1300,6 +1486,158 @@ mod tests {
         }
         r.tick(now);
         assert_eq!(hb(&mut r, "a", second.generation, now).assigned.len(), 2);
+    }
+
+    #[test]
+    fn a_fresh_start_holds_every_task_for_a_full_lease_and_margin() {
+        let t0 = Instant::now();
+        let mut c = Control::new(
+            defs(4),
+            timing(),
+            100,
+            None,
+            t0,
+            Metrics::new_unregistered(),
+        );
+        let a = c.join("a", caps(), 0, "h".into(), t0).expect("join a");
+        let b = c.join("b", caps(), 0, "h".into(), t0).expect("join b");
+        assert!(a.assigned.is_empty() && b.assigned.is_empty());
+        // Persisted as held by nobody: a restart during the hold holds again.
+        let snap = c.snapshot();
+        assert_eq!(snap.held.len(), 4);
+        assert!(snap.actual.is_empty() && snap.held.values().all(String::is_empty));
+        let mut now = t0;
+        // ttl 10 s + margin 1 s.
+        while now < t0 + Duration::from_secs(11) {
+            c.tick(now);
+            assert!(hb(&mut c, "a", a.generation, now).assigned.is_empty());
+            assert!(hb(&mut c, "b", b.generation, now).assigned.is_empty());
+            assert!(c.status(now).tasks.iter().all(|t| t.worker_id.is_empty()));
+            now += Duration::from_millis(500);
+        }
+        c.tick(now);
+        let a = hb(&mut c, "a", a.generation, now);
+        let b = hb(&mut c, "b", b.generation, now);
+        assert_eq!((a.assigned.len(), b.assigned.len()), (2, 2));
+        assert!(a.revoked.is_empty() && b.revoked.is_empty());
+        assert!(c.snapshot().held.is_empty());
+    }
+
+    #[test]
+    fn a_restart_during_the_fresh_start_hold_holds_again() {
+        let t0 = Instant::now();
+        let c = Control::new(
+            defs(2),
+            timing(),
+            100,
+            None,
+            t0,
+            Metrics::new_unregistered(),
+        );
+        let restart = t0 + Duration::from_secs(8);
+        let mut r = Control::new(
+            defs(2),
+            timing(),
+            100,
+            Some(c.snapshot()),
+            restart,
+            Metrics::new_unregistered(),
+        );
+        let a = r.join("a", caps(), 0, "h".into(), restart).expect("join");
+        r.tick(t0 + Duration::from_secs(12));
+        assert!(hb(&mut r, "a", a.generation, t0 + Duration::from_secs(12))
+            .assigned
+            .is_empty());
+        let end = restart + Duration::from_secs(11);
+        r.tick(end);
+        assert_eq!(hb(&mut r, "a", a.generation, end).assigned.len(), 2);
+    }
+
+    #[test]
+    fn restored_entries_naming_unknown_workers_never_stick() {
+        let t0 = Instant::now();
+        let mut state = PersistedState {
+            generation: 10,
+            ..Default::default()
+        };
+        state.workers.insert(
+            "a".into(),
+            PersistedWorker {
+                capabilities: caps(),
+                capacity: 0,
+                session_generation: 3,
+                draining: false,
+                hostname: "h".into(),
+            },
+        );
+        for i in 0..4 {
+            state.desired.insert(format!("f/s/{i}"), "ghost".into());
+        }
+        state.actual.insert("f/s/0".into(), "a".into());
+        state.desired.insert("f/s/0".into(), "a".into());
+        state.actual.insert("f/s/1".into(), "ghost".into());
+        state.held.insert("f/s/2".into(), "gone".into());
+        let mut c = Control::new(
+            defs(4),
+            timing(),
+            100,
+            Some(state),
+            t0,
+            Metrics::new_unregistered(),
+        );
+        let snap = c.snapshot();
+        assert!(snap.desired.values().all(|w| w == "a"), "{snap:?}");
+        assert_eq!(snap.actual.get("f/s/1"), None, "not left revoking");
+        assert_eq!(
+            snap.held.get("f/s/1").map(String::as_str),
+            Some("ghost"),
+            "held under its name"
+        );
+        assert_eq!(snap.held.get("f/s/2").map(String::as_str), Some("gone"));
+        assert!(c.status(t0).tasks.iter().all(|t| t.phase != "revoking"));
+        assert!(c
+            .early_events()
+            .iter()
+            .any(|e| e.message.contains("unknown worker(s) ghost")));
+        // a keeps its task; the others wait a full lease and margin, then go to a.
+        assert_eq!(ids(&hb(&mut c, "a", 10, t0)), vec!["f/s/0", "f/s/3"]);
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(11) {
+            c.tick(now);
+            assert_eq!(hb(&mut c, "a", 10, now).assigned.len(), 2);
+            now += Duration::from_secs(1);
+        }
+        c.tick(now);
+        assert_eq!(hb(&mut c, "a", 10, now).assigned.len(), 4);
+    }
+
+    #[test]
+    fn a_restored_generation_is_never_below_a_session() {
+        let t0 = Instant::now();
+        let mut state = PersistedState {
+            generation: 2,
+            ..Default::default()
+        };
+        state.workers.insert(
+            "a".into(),
+            PersistedWorker {
+                capabilities: caps(),
+                capacity: 0,
+                session_generation: 9,
+                draining: false,
+                hostname: "h".into(),
+            },
+        );
+        let mut c = Control::new(
+            defs(1),
+            timing(),
+            100,
+            Some(state),
+            t0,
+            Metrics::new_unregistered(),
+        );
+        assert!(c.generation() >= 9);
+        assert!(c.heartbeat("a", 9, vec![], t0).is_ok());
     }
 
     fn dup(target_from: i64, source_from: i64, records: u64) -> pb::DuplicateRange {

@@ -8,6 +8,10 @@
 //!   while leading.
 //! - **Demotion** (lease lost, not renewed in time, or a state write fenced): stop answering
 //!   at once, drop the control plane, stop the drift poller, zero the leader's gauges.
+//! - **Refusal**: a takeover that finds the state unusable in a way only an operator can fix
+//!   (lost, corrupt, implausible: [`StateError::needs_operator`]) releases the lease and
+//!   refuses to lead: `/readyz` answers 503 with the reason, and the coordinator only re-reads
+//!   the state (never the lease, so the epoch does not climb) until it is usable again.
 //! - **Standby**: gRPC calls are refused with UNAVAILABLE and the leader's advertised address
 //!   in the `lockstep-leader` metadata ([`not_leader`]); HTTP `/` and `/api/...` answer 307 to
 //!   the leader's advertised HTTP address ([`standby_redirect`]); `/healthz`, `/readyz` and
@@ -87,7 +91,13 @@ pub async fn first_round(
                 // Let a standby have it at once rather than after the TTL.
                 elector.release().await;
                 record(shared, elector);
-                Err(e)
+                match e {
+                    CoordinatorError::State(s) if s.needs_operator() => {
+                        refuse(shared, &s);
+                        Ok(None)
+                    }
+                    e => Err(e),
+                }
             }
         },
         Poll::Standby { leader } => {
@@ -112,7 +122,8 @@ pub async fn run(
     let mut last_error: Option<String> = None;
     loop {
         let leading = elector.holds();
-        let wait = if leading {
+        let refusing = !leading && shared.state_health.refusal().is_some();
+        let wait = if leading || refusing {
             cfg.renew_interval
         } else {
             poll_every
@@ -164,6 +175,8 @@ pub async fn run(
                     tracing::warn!(error = %e, "renewing the leader lease failed; leading on until the lease runs out");
                 }
             }
+        } else if refusing && refusal_stands(&shared).await {
+            continue;
         } else {
             let poll = elector.poll().await;
             record(&shared, &mut elector);
@@ -178,6 +191,11 @@ pub async fn run(
                         .await
                     {
                         Ok(a) => active = a,
+                        Err(CoordinatorError::State(e)) if e.needs_operator() => {
+                            elector.release().await;
+                            record(&shared, &mut elector);
+                            refuse(&shared, &e);
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, epoch, "could not take over; releasing the lease");
                             elector.release().await;
@@ -223,6 +241,15 @@ async fn promote(
     loop {
         attempts += 1;
         let restored = shared.store.load_as(epoch, &me).await?;
+        if restored.is_none() && epoch > 1 && attempts == 1 {
+            // Not proof of a loss (module doc of `crate::state`): a leader that died between
+            // taking the lease and its first write leaves a higher epoch and no state.
+            tracing::warn!(
+                epoch,
+                store = %shared.store.cas().describe(),
+                "no stored state and no marker, although earlier leaders held the lease: either they never wrote state (stopped before their first write) or the store predates the marker; starting afresh, every task held for lease_ttl + handover_margin"
+            );
+        }
         let summary = restored
             .as_ref()
             .map(|s| (s.generation, s.workers.len(), s.actual.len()));
@@ -234,6 +261,7 @@ async fn promote(
             Instant::now(),
             shared.metrics.clone(),
         );
+        let early = fresh.early_events();
         fresh.set_events(shared.events.clone());
         // The first write of this epoch: the fence against every earlier leader.
         let snapshot = fresh
@@ -245,6 +273,16 @@ async fn promote(
         match saved {
             Ok(()) => {
                 *control = fresh;
+                for e in early {
+                    shared.events.record(e.level, e.source, e.message);
+                }
+                if shared.state_health.refusal().is_some() {
+                    tracing::info!(
+                        epoch,
+                        "the state store is usable again: no longer refusing to lead"
+                    );
+                }
+                shared.state_health.set_refusal(None);
                 match summary {
                     Some((generation, workers, tasks)) => tracing::info!(
                         epoch,
@@ -253,7 +291,19 @@ async fn promote(
                         tasks,
                         "restored coordinator state"
                     ),
-                    None => tracing::info!(epoch, "no stored state: first start"),
+                    None => {
+                        tracing::info!(epoch, "no stored state: first start");
+                        if epoch > 1 {
+                            // Not this store's first leader: say on the status page why
+                            // nothing runs for a while (the very first start only logs it).
+                            let hold = humantime::format_duration(c.lease_ttl + c.handover_margin);
+                            shared.events.record(
+                                crate::events::Level::Warning,
+                                "state",
+                                format!("started without stored state at election epoch {epoch} (a state loss was accepted, or earlier leaders never wrote state): every task is held from every worker for {hold} (lease_ttl + handover_margin), so that none runs twice if a worker still holds it from before"),
+                            );
+                        }
+                    }
                 }
                 break;
             }
@@ -322,6 +372,51 @@ async fn demote(
             tracing::warn!(reason = why, leader = %l.id, grpc = %l.grpc, epoch = l.epoch, "stepped down: now a standby")
         }
         None => tracing::warn!(reason = why, "stepped down: now a standby"),
+    }
+}
+
+/// Refuses to lead over state only an operator can repair (the lease is already released):
+/// says why once in the log, on the status ring, in `/readyz` and in the transition metric.
+fn refuse(shared: &Arc<Shared>, e: &StateError) {
+    let reason = e.to_string();
+    let before = shared.state_health.refusal();
+    shared.state_health.set_refusal(Some(reason.clone()));
+    if before.as_deref() != Some(reason.as_str()) {
+        tracing::error!(error = %reason, kind = e.kind(), store = %shared.store.cas().describe(), "refusing to lead: the coordinator state needs an operator");
+        shared.events.record(
+            crate::events::Level::Error,
+            "state",
+            format!("refusing to lead: {reason}"),
+        );
+        shared
+            .metrics
+            .election_transitions
+            .with_label_values(&["refused"])
+            .inc();
+    }
+    become_standby(shared, None);
+}
+
+/// While refusing: re-reads the state (read-only, no lease taken). True while the refusal
+/// stands; false once the state is usable again (restored, or the loss accepted), when the
+/// election resumes.
+async fn refusal_stands(shared: &Arc<Shared>) -> bool {
+    match shared.store.usable().await {
+        Ok(()) => {
+            tracing::info!(store = %shared.store.cas().describe(), "the state store is usable again (restored, or the loss accepted): taking part in the election again");
+            shared.state_health.set_refusal(None);
+            false
+        }
+        Err(e) if e.needs_operator() => {
+            if shared.state_health.refusal().as_deref() != Some(e.to_string().as_str()) {
+                refuse(shared, &e);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the state store while refusing to lead; retrying");
+            true
+        }
     }
 }
 
@@ -444,11 +539,25 @@ pub async fn standby_redirect(
 }
 
 /// `/readyz`: 200 once the coordinator knows its role (leader, or standby that redirects:
-/// a standby that never became ready would stall a Kubernetes rollout), 503 before.
+/// a standby that never became ready would stall a Kubernetes rollout), 503 before; 503 too
+/// while it refuses to lead over lost or unusable state, and while a leader's state writes
+/// fail (every worker call fails then).
 pub fn readiness(shared: &Shared) -> (StatusCode, String) {
+    if let Some(reason) = shared.state_health.refusal() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("refusing to lead: {reason}\n"),
+        );
+    }
     match shared.leadership.role() {
         Role::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string()),
-        Role::Leader => (StatusCode::OK, "ready: leader\n".to_string()),
+        Role::Leader => match shared.state_health.write_failure() {
+            Some(kind) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("state writes failing: {kind}\n"),
+            ),
+            None => (StatusCode::OK, "ready: leader\n".to_string()),
+        },
         Role::Standby => match shared.leadership.leader() {
             Some(l) => (
                 StatusCode::OK,

@@ -182,7 +182,7 @@ impl Metrics {
         for result in ["ok", "error"] {
             self.tls_reloads.with_label_values(&[result]);
         }
-        for role in ["leader", "standby"] {
+        for role in ["leader", "standby", "refused"] {
             self.election_transitions.with_label_values(&[role]);
         }
         for op in ["acquire", "renew", "release"] {

@@ -3,8 +3,10 @@
 //!
 //! All control-plane state sits behind one async mutex ([`Shared::control`]). A call checks
 //! that this coordinator leads ([`crate::election::Leadership::is_leading`]), mutates the
-//! state, persists it if it changed, and only then answers, so no worker ever acts on an
-//! assignment that a coordinator restart or a change of leader could forget. A standby holds
+//! state and stages it if it changed, releases the lock, waits until the state it saw is
+//! written, and only then answers, so no worker ever acts on an assignment that a coordinator
+//! restart or a change of leader could forget. Writes run outside the lock, one at a time:
+//! a slow or flooded store delays the calls that changed something, not every heartbeat. A standby holds
 //! an empty control plane and refuses every call with the leader's address
 //! ([`crate::leadership`]).
 
@@ -65,20 +67,89 @@ pub struct Shared {
     pub leadership: Leadership,
     /// The config this coordinator runs (tasks are derived from it at each takeover).
     pub config: Arc<Config>,
+    /// State writes failing, or a refusal to lead over lost state: `/readyz` answers 503.
+    pub state_health: crate::state::StateHealth,
+    /// The state staged for writing, and how far writing has come ([`Shared::stage`]).
+    pub writes: Writes,
+}
+
+/// A point in the sequence of staged states: the leadership epoch and the staging number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WritePoint {
+    pub epoch: u64,
+    pub version: u64,
+}
+
+struct Staged {
+    point: WritePoint,
+    state: crate::state::PersistedState,
+}
+
+/// The state staged for writing ([`Shared::stage`], [`Shared::persist_through`]).
+#[derive(Default)]
+pub struct Writes {
+    /// Staging numbers, counted under the control lock (so in order of the changes).
+    staged: std::sync::atomic::AtomicU64,
+    /// The newest staged state not yet written.
+    latest: std::sync::Mutex<Option<Staged>>,
+    /// The newest point written; held while writing, so writes go one at a time.
+    written: Mutex<WritePoint>,
+}
+
+impl Writes {
+    fn latest(&self) -> std::sync::MutexGuard<'_, Option<Staged>> {
+        // A panic while holding it leaves a valid Option: keep going.
+        self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Shared {
-    /// Persists the state if it changed. On failure the state stays dirty (retried by the next
-    /// call or tick) and the caller must not answer with the new assignment.
-    pub async fn commit(&self, control: &mut Control) -> Result<(), StateError> {
-        let Some(snapshot) = control.take_dirty_snapshot() else {
+    /// Under the control lock: stages the state if it changed, and returns the point that must
+    /// be written before any answer built on the state as it is now goes out.
+    ///
+    /// Writing happens outside the lock ([`Shared::persist_through`]), so a slow store delays
+    /// only the calls whose answers depend on the write, never a heartbeat that changes nothing
+    /// and sees only what is written already.
+    pub fn stage(&self, control: &mut Control) -> WritePoint {
+        let epoch = self.leadership.epoch();
+        if let Some(state) = control.take_dirty_snapshot() {
+            let version = self.writes.staged.fetch_add(1, Ordering::SeqCst) + 1;
+            *self.writes.latest() = Some(Staged {
+                point: WritePoint { epoch, version },
+                state,
+            });
+            return WritePoint { epoch, version };
+        }
+        WritePoint {
+            epoch,
+            version: self.writes.staged.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Returns once the state staged up to `point` is written (by this call or another one),
+    /// writing the newest staged state if it is not. Writes go one at a time and in staging
+    /// order; each is the whole state, so a newer one includes everything an older one had.
+    /// On failure the caller must not answer with the new assignment; the staged state stays
+    /// for the next call or tick to retry.
+    pub async fn persist_through(&self, point: WritePoint) -> Result<(), StateError> {
+        let mut written = self.writes.written.lock().await;
+        if written.epoch == point.epoch && written.version >= point.version {
             return Ok(());
+        }
+        let staged = self.writes.latest().take();
+        let Some(staged) = staged.filter(|s| s.point.epoch == point.epoch) else {
+            // Staged under another leadership (stepped down, or down and up again in between):
+            // this state was never written and must not be answered with.
+            return Err(StateError::NotLeading);
         };
+        if self.leadership.epoch() != point.epoch || !self.leadership.is_leading(Instant::now()) {
+            return Err(StateError::NotLeading);
+        }
         let started = Instant::now();
-        let result = self.store.save(&snapshot).await;
+        let result = self.store.save(&staged.state).await;
         self.record_state_write(started, &result);
         match &result {
-            Ok(()) => {}
+            Ok(()) => *written = staged.point,
             Err(e @ StateError::Fenced { .. }) => {
                 tracing::error!(error = %e, "state write fenced: stepping down");
                 self.leadership.revoke();
@@ -92,7 +163,11 @@ impl Shared {
                     "state",
                     format!("persisting coordinator state failed (retried; workers get no new assignment until it works): {e}"),
                 );
-                control.mark_dirty();
+                // Kept for the retry, unless a newer state (a superset) was staged meanwhile.
+                let mut latest = self.writes.latest();
+                if latest.is_none() {
+                    *latest = Some(staged);
+                }
             }
         }
         result
@@ -109,6 +184,15 @@ impl Shared {
             Err(_) => "error",
         };
         self.metrics.state_writes.with_label_values(&[label]).inc();
+        // `/readyz` answers 503 from the first failed write to the next one that lands.
+        if self.state_health.record_write(result) {
+            match result {
+                Ok(()) => tracing::info!("state writes work again: ready"),
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = e.kind(), "state writes failing: /readyz answers 503 until one lands")
+                }
+            }
+        }
     }
 
     /// Runs one control-plane call: check leadership, mutate, persist, answer.
@@ -116,19 +200,22 @@ impl Shared {
         &self,
         f: impl FnOnce(&mut Control, Instant) -> Result<T, ControlError>,
     ) -> Result<T, CallError> {
-        let mut control = self.control.lock().await;
-        let now = Instant::now();
-        // Checked under the lock, right before acting: a leader whose lease ran out (paused,
-        // cut off from the store) answers nobody, whatever its in-memory state says.
-        if !self.leadership.is_leading(now) {
-            return Err(CallError::NotLeader(
-                self.leadership.serving().err().flatten(),
-            ));
-        }
-        let result = f(&mut control, now);
-        // Persist even when the call was refused: nothing changes then, so this is a no-op,
-        // unless an earlier write failed and is pending.
-        self.commit(&mut control).await?;
+        let (result, point) = {
+            let mut control = self.control.lock().await;
+            let now = Instant::now();
+            // Checked under the lock, right before acting: a leader whose lease ran out
+            // (paused, cut off from the store) answers nobody, whatever its memory says.
+            if !self.leadership.is_leading(now) {
+                return Err(CallError::NotLeader(
+                    self.leadership.serving().err().flatten(),
+                ));
+            }
+            let result = f(&mut control, now);
+            (result, self.stage(&mut control))
+        };
+        // Outside the lock. Also when the call was refused or changed nothing: the answer
+        // must not show state that is staged but not yet written.
+        self.persist_through(point).await?;
         Ok(result?)
     }
 
@@ -263,6 +350,8 @@ pub async fn start(
         config: config.clone(),
         events: RecentEvents::new(),
         started: std::time::SystemTime::now(),
+        state_health: Default::default(),
+        writes: Writes::default(),
     });
     if shared.auth.is_open() {
         tracing::warn!("no admin token ([coordinator.auth].token): admin calls and /api/* are open to anyone who reaches the ports");
@@ -307,10 +396,12 @@ pub async fn start(
         // (standbys see it at their next read).
         let written = match e {
             Ok(mut elector) if shared.leadership.is_leading(Instant::now()) => {
-                let mut control = shared.control.lock().await;
-                control.mark_dirty();
-                let written = shared.commit(&mut control).await;
-                drop(control);
+                let point = {
+                    let mut control = shared.control.lock().await;
+                    control.mark_dirty();
+                    shared.stage(&mut control)
+                };
+                let written = shared.persist_through(point).await;
                 elector.release().await;
                 written
             }
@@ -344,16 +435,46 @@ async fn tick_loop(shared: Arc<Shared>, timing: Timing, shutdown: CancellationTo
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {
-                let mut control = shared.control.lock().await;
-                let now = Instant::now();
-                if !shared.leadership.is_leading(now) {
-                    continue;
-                }
-                control.tick(now);
+                let point = {
+                    let mut control = shared.control.lock().await;
+                    let now = Instant::now();
+                    if !shared.leadership.is_leading(now) {
+                        continue;
+                    }
+                    control.tick(now);
+                    shared.stage(&mut control)
+                };
                 // A failed write is logged and retried on the next tick.
-                let _ = shared.commit(&mut control).await;
+                let _ = shared.persist_through(point).await;
             }
         }
+    }
+}
+
+/// Refuses plaintext gRPC on a non-loopback address unless the network is declared trusted,
+/// and says loudly what is not authenticated whenever client certificates are not required.
+fn plaintext_check(c: &CoordinatorConfig) -> Result<(), CoordinatorError> {
+    match &c.tls {
+        None if !c.grpc_listen.ip().is_loopback() && !c.trusted_network => {
+            Err(CoordinatorError::Plaintext {
+                addr: c.grpc_listen,
+            })
+        }
+        None => {
+            tracing::warn!(
+                grpc = %c.grpc_listen,
+                trusted_network = c.trusted_network,
+                "gRPC WITHOUT TLS: anyone who reaches this port can join, heartbeat or leave as any worker id and receives task specs with Kafka and object-store credentials in plaintext; set [coordinator.tls] with client_ca_file"
+            );
+            Ok(())
+        }
+        Some(t) if t.client_ca_file.is_none() => {
+            tracing::warn!(
+                "gRPC over TLS WITHOUT client certificates: worker ids are not authenticated (any client can act as any worker); set coordinator.tls.client_ca_file"
+            );
+            Ok(())
+        }
+        Some(_) => Ok(()),
     }
 }
 
