@@ -3,6 +3,7 @@
 
 mod demo;
 mod drift;
+mod logging;
 mod sync;
 
 use anyhow::{Context, Result};
@@ -130,7 +131,8 @@ struct WorkerArgs {
     )]
     coordinator: String,
     /// Stable worker id. Keep it across restarts (a Kubernetes pod name) so that a restarted
-    /// worker gets its tasks back at once. Default: HOSTNAME-PID.
+    /// worker gets its tasks back at once: 1 to 128 of [A-Za-z0-9._-]. Default: the id the
+    /// client certificate names (URI SAN lockstep://worker/<id>), else HOSTNAME-PID.
     #[arg(long, env = "LOCKSTEP_WORKER_ID")]
     id: Option<String>,
     /// Most tasks at once (0 = no limit).
@@ -364,11 +366,17 @@ fn init_logging(format: LogFormat, default_level: &str) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // One event, one line, whatever a value holds (crate::logging).
+        LogFormat::Text => builder
+            .with_writer(logging::OneLine::new(std::io::stderr, ansi))
+            .init(),
+        LogFormat::Json => builder
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .init(),
     }
 }
 
@@ -599,9 +607,28 @@ pub(crate) async fn run_worker_with(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let hostname = lockstep_coordinator::server::hostname();
+    // With mutual TLS the coordinator accepts only the id the certificate names.
+    let cert_id = match &args.tls.tls_cert {
+        Some(path) => lockstep_coordinator::identity::worker_id_in_pem_file(path)
+            .with_context(|| format!("--tls-cert {}", path.display()))?,
+        None => None,
+    };
+    if let (Some(id), Some(cert)) = (&args.id, &cert_id) {
+        if id != cert {
+            anyhow::bail!(
+                "--id {} but the client certificate names worker {cert}: the coordinator refuses any id but the certificate's (leave --id out to use it)",
+                lockstep_config::names::printable(id)
+            );
+        }
+    }
     let worker_id = args
         .id
+        .or(cert_id)
         .unwrap_or_else(|| format!("{hostname}-{}", std::process::id()));
+    // The coordinator refuses any other id; say so here, before the first connection.
+    lockstep_config::names::worker_id(&worker_id).map_err(|e| {
+        anyhow::anyhow!("--id: {e} (worker ids are what the coordinator persists and logs)")
+    })?;
     // Stops with the worker, also when the worker ends with an error.
     let metrics_stop = shutdown.child_token();
     let metrics_server = metrics_listener.map(|listener| {
@@ -663,14 +690,17 @@ fn print_status(status: &pb::StatusResponse, format: Format) {
             println!(
                 "\nWORKER                           TASKS  LEASE LEFT  DRAINING  CAPABILITIES"
             );
+            // Text a worker sent (ids, capabilities, messages) reaches the terminal with its
+            // control characters escaped.
+            let shown = lockstep_config::names::printable;
             for w in &status.workers {
                 println!(
                     "{:<32} {:>5}  {:>8}ms  {:<8}  {}",
-                    w.worker_id,
+                    shown(&w.worker_id),
                     w.tasks.len(),
                     w.lease_remaining_ms,
                     if w.draining { "yes" } else { "no" },
-                    w.capabilities.join(",")
+                    shown(&w.capabilities.join(","))
                 );
             }
             println!("\nTASK                             PHASE       WORKER                           FENCING       STATE");
@@ -693,7 +723,7 @@ fn print_status(status: &pb::StatusResponse, format: Format) {
                         if p.message.is_empty() {
                             name
                         } else {
-                            format!("{name}: {}", p.message)
+                            format!("{name}: {}", shown(&p.message))
                         }
                     })
                     .unwrap_or_default();
@@ -712,17 +742,17 @@ fn print_status(status: &pb::StatusResponse, format: Format) {
                     t.task_id,
                     t.phase,
                     if t.worker_id.is_empty() {
-                        "-"
+                        "-".into()
                     } else {
-                        &t.worker_id
+                        shown(&t.worker_id)
                     },
-                    fencing,
+                    shown(&fencing),
                     state
                 );
                 for q in partitions.iter().filter(|q| q.duplicates > 0) {
                     println!(
                         "    DUPLICATES {}/{}: {} record(s) at the target repeat source offsets already mirrored (a paused former owner wrote after its lease)",
-                        q.topic, q.partition, q.duplicates
+                        shown(&q.topic), q.partition, q.duplicates
                     );
                     // The latest few; `--format json` lists every range kept.
                     const SHOWN: usize = 5;

@@ -92,6 +92,7 @@ fn kubernetes_manifests_hang_together() {
         "ServiceMonitor/lockstep-coordinator",
         "ServiceMonitor/lockstep-worker",
         "PodDisruptionBudget/lockstep-coordinator",
+        "NetworkPolicy/lockstep-coordinator-grpc",
     ] {
         assert!(
             kinds.iter().any(|k| k == expected),
@@ -104,6 +105,23 @@ fn kubernetes_manifests_hang_together() {
             .unwrap_or_else(|| panic!("{k}"))
     };
     let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+
+    // The config's plaintext gRPC (trusted_network) is fenced in: the policy selects the
+    // coordinator pods and lets the worker pods (and no others) reach 7400.
+    let policy = find("NetworkPolicy/lockstep-coordinator-grpc");
+    let pod_labels = |d: &str| find(d)["spec"]["template"]["metadata"]["labels"].clone();
+    assert!(selects(
+        &policy["spec"]["podSelector"]["matchLabels"],
+        &pod_labels("Deployment/lockstep-coordinator")
+    ));
+    let grpc_rule = policy["spec"]["ingress"]
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["ports"][0]["port"] == 7400))
+        .expect("an ingress rule for 7400");
+    assert!(selects(
+        &grpc_rule["from"][0]["podSelector"]["matchLabels"],
+        &pod_labels("Deployment/lockstep-worker")
+    ));
 
     // A leader and a standby, rolled out surge-first, never both down.
     let coordinator = find("Deployment/lockstep-coordinator");

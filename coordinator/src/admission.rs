@@ -7,9 +7,14 @@
 //!   sends (one heartbeat per interval plus the odd release);
 //! - overall, at most `limits.heartbeat_queue` calls admitted at once (a semaphore), so the
 //!   lock's wait queue, and the memory behind it, stay bounded whatever the number of callers.
+//!
+//! Joins are limited per peer address besides ([`JOIN_BURST`], then [`JOINS_PER_SECOND`]): the
+//! per-id bucket does nothing against a client that makes up a new id for every Join, and each
+//! Join of a new id adds a worker to the persisted state.
 
 use crate::metrics::Metrics;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +24,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub const BURST: u32 = 16;
 /// Sustained calls per heartbeat interval one worker may make.
 pub const CALLS_PER_HEARTBEAT: u32 = 8;
+/// Joins one peer address may make in a burst (a host starting all its workers at once).
+pub const JOIN_BURST: u32 = 32;
+/// Sustained joins per second from one peer address.
+pub const JOINS_PER_SECOND: u32 = 4;
 
 pub struct Admission {
     queue: Arc<Semaphore>,
     per_worker: DefaultKeyedRateLimiter<String>,
+    joins_per_peer: DefaultKeyedRateLimiter<IpAddr>,
     metrics: Metrics,
 }
 
@@ -33,11 +43,29 @@ impl Admission {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN));
+        let joins = Quota::per_second(NonZeroU32::new(JOINS_PER_SECOND).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(JOIN_BURST).unwrap_or(NonZeroU32::MIN));
         Admission {
             queue: Arc::new(Semaphore::new(heartbeat_queue.max(1) as usize)),
             per_worker: RateLimiter::keyed(quota),
+            joins_per_peer: RateLimiter::keyed(joins),
             metrics,
         }
+    }
+
+    /// Admits one Join from `peer` (unknown peers, which only in-process tests have, pass).
+    pub fn admit_join(&self, peer: Option<IpAddr>) -> Result<(), tonic::Status> {
+        let Some(peer) = peer else { return Ok(()) };
+        if self.joins_per_peer.check_key(&peer).is_err() {
+            self.metrics
+                .worker_calls_rejected
+                .with_label_values(&["peer_rate"])
+                .inc();
+            return Err(tonic::Status::resource_exhausted(format!(
+                "too many joins from {peer} (more than {JOIN_BURST} at once or {JOINS_PER_SECOND} per second)"
+            )));
+        }
+        Ok(())
     }
 
     /// Admits one call of `worker_id`, or refuses it. Hold the permit until the call is done.
@@ -67,6 +95,8 @@ impl Admission {
     pub fn housekeeping(&self) {
         self.per_worker.retain_recent();
         self.per_worker.shrink_to_fit();
+        self.joins_per_peer.retain_recent();
+        self.joins_per_peer.shrink_to_fit();
     }
 }
 
@@ -85,6 +115,18 @@ mod tests {
         }
         assert_eq!(admitted, BURST, "a burst, then refused");
         assert!(a.admit("calm").is_ok(), "another worker is unaffected");
+    }
+
+    #[test]
+    fn joins_are_limited_per_peer_address() {
+        let a = Admission::new(100, Duration::from_secs(60), Metrics::new_unregistered());
+        let flood: IpAddr = [127, 0, 0, 9].into();
+        let admitted = (0..200)
+            .filter(|_| a.admit_join(Some(flood)).is_ok())
+            .count();
+        assert_eq!(admitted, JOIN_BURST as usize, "a burst, then refused");
+        assert!(a.admit_join(Some([127, 0, 0, 10].into())).is_ok());
+        assert!(a.admit_join(None).is_ok());
     }
 
     #[test]

@@ -165,31 +165,92 @@ fn admit(
     method: &str,
     worker_id: &str,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
-    shared.admission.admit(worker_id).inspect_err(|s| {
-        shared
-            .metrics
-            .grpc_requests
-            .with_label_values(&[method, &format!("{:?}", s.code())])
-            .inc();
-    })
+    shared
+        .admission
+        .admit(worker_id)
+        .inspect_err(|s| count_refusal(shared, method, s))
 }
 
-/// Checks the admin token (see [`crate::auth`]), counting a refusal like any other reply.
+/// Checks the admin token (see [`crate::auth`]) and that the client certificate is not a
+/// worker's ([`crate::identity`]), counting a refusal like any other reply.
 fn authorize<T>(
     shared: &Shared,
     method: &str,
     req: &Request<T>,
     access: Access,
 ) -> Result<(), Status> {
-    shared
-        .auth
-        .grpc(req.metadata(), access, method)
-        .inspect_err(|s| {
+    let certs = req.peer_certs();
+    let identity = shared
+        .identities
+        .check_operator(certs.as_deref().map(Vec::as_slice))
+        .map_err(|e| {
+            tracing::warn!(method, peer = ?req.remote_addr(), error = %e, "admin call refused: the client certificate is a worker's");
             shared
                 .metrics
-                .grpc_requests
-                .with_label_values(&[method, &format!("{:?}", s.code())])
+                .auth_failures
+                .with_label_values(&["grpc", "worker_certificate"])
                 .inc();
+            Status::permission_denied(e.to_string())
+        });
+    identity
+        .and_then(|()| shared.auth.grpc(req.metadata(), access, method))
+        .inspect_err(|s| count_refusal(shared, method, s))
+}
+
+fn count_refusal(shared: &Shared, method: &str, s: &Status) {
+    shared
+        .metrics
+        .grpc_requests
+        .with_label_values(&[method, &format!("{:?}", s.code())])
+        .inc();
+}
+
+/// What a worker call is checked for before it is admitted: the id's shape (INVALID_ARGUMENT:
+/// a hostile id never reaches the rate limiter's map, the state or a log line) and that the
+/// client certificate may act as that worker (PERMISSION_DENIED, logged). Counted in
+/// `lockstep_coordinator_worker_calls_rejected_total` (reason invalid / identity).
+fn check_worker_call<T>(
+    shared: &Shared,
+    method: &str,
+    req: &Request<T>,
+    worker_id: &str,
+) -> Result<(), Status> {
+    let reject = |reason: &str, status: Status| {
+        shared
+            .metrics
+            .worker_calls_rejected
+            .with_label_values(&[reason])
+            .inc();
+        count_refusal(shared, method, &status);
+        status
+    };
+    lockstep_config::names::worker_id(worker_id)
+        .map_err(|e| reject("invalid", Status::invalid_argument(e.to_string())))?;
+    let certs = req.peer_certs();
+    shared
+        .identities
+        .check_worker(certs.as_deref().map(Vec::as_slice), worker_id)
+        .map_err(|e| {
+            tracing::warn!(method, worker = %worker_id, peer = ?req.remote_addr(), error = %e, "worker call refused: the id does not match the client certificate");
+            reject("identity", Status::permission_denied(e.to_string()))
+        })
+}
+
+/// A Join's self-description: host name, version and capabilities, bounded and printable.
+fn check_join(shared: &Shared, r: &pb::JoinRequest) -> Result<(), Status> {
+    use lockstep_config::names;
+    names::hostname(&r.hostname)
+        .and_then(|()| names::version(&r.version))
+        .and_then(|()| names::capabilities(&r.capabilities))
+        .map_err(|e| {
+            shared
+                .metrics
+                .worker_calls_rejected
+                .with_label_values(&["invalid"])
+                .inc();
+            let status = Status::invalid_argument(e.to_string());
+            count_refusal(shared, "Join", &status);
+            status
         })
 }
 
@@ -202,8 +263,13 @@ impl WorkerService for Workers {
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let _timer = timer(&self.0, "Join");
-        let r = req.into_inner();
         let s = &self.0;
+        s.admission
+            .admit_join(req.remote_addr().map(|a| a.ip()))
+            .inspect_err(|st| count_refusal(s, "Join", st))?;
+        check_worker_call(s, "Join", &req, &req.get_ref().worker_id)?;
+        check_join(s, req.get_ref())?;
+        let r = req.into_inner();
         let _admitted = admit(s, "Join", &r.worker_id)?;
         let result = s
             .call(|c, now| {
@@ -229,6 +295,7 @@ impl WorkerService for Workers {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let _timer = timer(&self.0, "Heartbeat");
+        check_worker_call(&self.0, "Heartbeat", &req, &req.get_ref().worker_id)?;
         let r = req.into_inner();
         let _admitted = admit(&self.0, "Heartbeat", &r.worker_id)?;
         let result = self
@@ -249,6 +316,7 @@ impl WorkerService for Workers {
         req: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let _timer = timer(&self.0, "Release");
+        check_worker_call(&self.0, "Release", &req, &req.get_ref().worker_id)?;
         let r = req.into_inner();
         let _admitted = admit(&self.0, "Release", &r.worker_id)?;
         let result = self
@@ -267,6 +335,7 @@ impl WorkerService for Workers {
         req: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
         let _timer = timer(&self.0, "Leave");
+        check_worker_call(&self.0, "Leave", &req, &req.get_ref().worker_id)?;
         let r = req.into_inner();
         let _admitted = admit(&self.0, "Leave", &r.worker_id)?;
         let result = self

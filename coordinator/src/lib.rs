@@ -18,6 +18,7 @@ pub mod election;
 pub mod events;
 pub mod grpc;
 pub mod http;
+pub mod identity;
 pub mod leadership;
 pub mod metrics;
 pub mod page;

@@ -198,8 +198,21 @@ impl Metrics {
                 self.auth_failures.with_label_values(&[api, reason]);
             }
         }
-        for reason in ["rate", "queue"] {
+        // A worker's certificate used for an admin call (crate::identity).
+        self.auth_failures
+            .with_label_values(&["grpc", "worker_certificate"]);
+        // rate/queue: admission; identity: the id does not match the client certificate;
+        // invalid: a malformed id, host name, version or capability; peer_rate: too many joins
+        // from one address.
+        for reason in ["rate", "queue", "identity", "invalid", "peer_rate"] {
             self.worker_calls_rejected.with_label_values(&[reason]);
+        }
+        for listener in LISTENERS {
+            self.connections.with_label_values(&[listener]);
+            for reason in CLOSE_REASONS {
+                self.connections_closed
+                    .with_label_values(&[listener, reason]);
+            }
         }
     }
 

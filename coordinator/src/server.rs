@@ -42,6 +42,8 @@ pub enum CoordinatorError {
     Serve { what: &'static str, message: String },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("coordinator.grpc_listen {addr} is not a loopback address, and gRPC has no TLS: worker ids would be unauthenticated and task specs (with Kafka and object-store credentials) would cross the network in plaintext. Set [coordinator.tls] with client_ca_file (recommended), listen on 127.0.0.1, or set coordinator.trusted_network = true if the network is private")]
+    Plaintext { addr: SocketAddr },
 }
 
 /// State shared by the gRPC services, the HTTP handlers and the tick loop.
@@ -56,6 +58,9 @@ pub struct Shared {
     pub drift: crate::drift::poller::LatestReport,
     /// The admin token check (AdminService and `/api/...`).
     pub auth: AdminAuth,
+    /// Who a gRPC call comes from: worker certificates act only as their own worker id, and
+    /// operator certificates only make admin calls ([`crate::identity`]).
+    pub identities: crate::identity::Identities,
     /// Bounds on worker calls, checked before the control lock.
     pub admission: Admission,
     pub limits: Limits,
@@ -294,6 +299,7 @@ pub async fn start(
         "derived tasks"
     );
     let hostname = hostname();
+    plaintext_check(c)?;
     let tls = match &c.tls {
         Some(files) => {
             let files = TlsFiles::load(files, metrics.clone())?;
@@ -340,6 +346,7 @@ pub async fn start(
         region: c.region.clone(),
         drift: Default::default(),
         auth: AdminAuth::new(&c.auth, metrics.clone()),
+        identities: crate::identity::Identities::new(c.tls.as_ref()),
         admission: Admission::new(
             c.limits.heartbeat_queue,
             c.heartbeat_interval,

@@ -5,8 +5,7 @@
 //! restarted coordinator, a log line and a metric label all name a task the same way. Config
 //! names may not contain '/', so the id is unambiguous.
 
-use lockstep_config::{Config, Flow};
-use serde::Serialize;
+use lockstep_config::{Config, TaskConfig};
 
 /// One task the coordinator must place on a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,15 +17,9 @@ pub struct TaskDef {
     pub site: String,
     pub index: u32,
     pub count: u32,
-    /// `{"flow", "source", "site"}` as JSON, handed to the worker with the task.
+    /// [`TaskConfig`] as JSON, handed to the worker with the task: the flow, its source and
+    /// the one destination of the site the task writes (never the site's Druid).
     pub config_json: String,
-}
-
-#[derive(Serialize)]
-struct TaskConfig<'a> {
-    flow: &'a Flow,
-    source: &'a lockstep_config::Source,
-    site: &'a lockstep_config::Site,
 }
 
 pub fn task_id(flow: &str, site: &str, index: u32) -> String {
@@ -46,8 +39,11 @@ pub fn derive(config: &Config) -> Vec<TaskDef> {
             let Some(site) = config.site(site_name) else {
                 continue;
             };
-            let config_json = serde_json::to_string(&TaskConfig { flow, source, site })
-                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            // Serialising plain structs of strings and numbers cannot fail; were it to, the
+            // worker would refuse the task with a config error naming it.
+            let config_json = TaskConfig::new(flow, source, site)
+                .to_json()
+                .unwrap_or_default();
             for index in 0..count {
                 out.push(TaskDef {
                     id: task_id(&flow.name, site_name, index),

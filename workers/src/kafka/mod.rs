@@ -24,18 +24,11 @@ pub mod testkit;
 pub mod topics;
 
 use crate::task::{Task, TaskError, TaskFactory};
-use lockstep_config::{Flow, FlowKind, KafkaCluster, KafkaFlow, Site, Source, SourceKind};
+use lockstep_config::{FlowKind, KafkaCluster, KafkaFlow, SourceKind};
 use lockstep_proto as pb;
 use rdkafka::ClientConfig;
-use serde::Deserialize;
 
-/// What the coordinator sends with a Kafka task.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TaskConfig {
-    pub flow: Flow,
-    pub source: Source,
-    pub site: Site,
-}
+pub use lockstep_config::TaskConfig;
 
 /// Everything a mirror task needs, checked.
 #[derive(Debug, Clone)]
@@ -54,7 +47,7 @@ pub struct MirrorSpec {
 
 impl MirrorSpec {
     pub fn from_task(spec: &pb::TaskSpec) -> Result<Self, TaskError> {
-        let cfg: TaskConfig = serde_json::from_str(&spec.config_json)
+        let cfg = TaskConfig::from_json(&spec.config_json)
             .map_err(|e| TaskError::Config(format!("task {}: {e}", spec.task_id)))?;
         let FlowKind::Kafka(flow) = cfg.flow.kind else {
             return Err(TaskError::Config(format!(

@@ -117,12 +117,13 @@ topics = [{topics}]
     pub fn task_spec(&self, index: u32, count: u32) -> Result<pb::TaskSpec, String> {
         let config = lockstep_config::parse(&self.toml(), "flow.toml", None, &|_| None)
             .map_err(|e| e.to_string())?;
-        let config_json = serde_json::json!({
-            "flow": config.flows[0],
-            "source": config.sources[0],
-            "site": config.sites[0],
-        })
-        .to_string();
+        let config_json = lockstep_config::TaskConfig::new(
+            &config.flows[0],
+            &config.sources[0],
+            &config.sites[0],
+        )
+        .to_json()
+        .map_err(|e| e.to_string())?;
         Ok(pb::TaskSpec {
             task_id: format!("{}/{}/{index}", self.flow, self.site),
             kind: "kafka".into(),

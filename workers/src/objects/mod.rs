@@ -61,13 +61,13 @@ pub struct SyncSpec {
 impl SyncSpec {
     /// From the coordinator's task spec (`config_json` = `{"flow","source","site"}`).
     pub fn from_task(spec: &pb::TaskSpec) -> Result<Self, TaskError> {
-        let cfg: crate::kafka::TaskConfig = serde_json::from_str(&spec.config_json)
+        let cfg = lockstep_config::TaskConfig::from_json(&spec.config_json)
             .map_err(|e| TaskError::Config(format!("task {}: {e}", spec.task_id)))?;
         Self::build(
             spec.task_id.clone(),
             &cfg.flow,
             &cfg.source,
-            &cfg.site,
+            (&cfg.site.name, cfg.site.store.as_ref()),
             spec.index,
             spec.count,
         )
@@ -91,14 +91,21 @@ impl SyncSpec {
             .site(site)
             .ok_or_else(|| format!("no site named \"{site}\""))?;
         let shards = f.tasks_per_site();
-        Self::build(format!("{flow}/{site}/{shard}"), f, src, s, shard, shards)
+        Self::build(
+            format!("{flow}/{site}/{shard}"),
+            f,
+            src,
+            (&s.name, s.store.as_ref()),
+            shard,
+            shards,
+        )
     }
 
     fn build(
         task_id: String,
         flow: &lockstep_config::Flow,
         source: &lockstep_config::Source,
-        site: &lockstep_config::Site,
+        (site_name, store): (&str, Option<&lockstep_config::ObjectStore>),
         shard: u32,
         shards: u32,
     ) -> Result<Self, String> {
@@ -114,10 +121,10 @@ impl SyncSpec {
                 source.name
             ));
         };
-        let target = site.store.clone().ok_or_else(|| {
+        let target = store.cloned().ok_or_else(|| {
             format!(
-                "task {task_id}: site {} has no [sites.store], needed by flow {}",
-                site.name, flow.name
+                "task {task_id}: site {site_name} has no [sites.store], needed by flow {}",
+                flow.name
             )
         })?;
         if shards == 0 || shard >= shards {
@@ -128,7 +135,7 @@ impl SyncSpec {
         Ok(SyncSpec {
             task_id,
             flow_name: flow.name.clone(),
-            site_name: site.name.clone(),
+            site_name: site_name.to_string(),
             flow: f.clone(),
             source: (**src).clone(),
             target,
