@@ -3,7 +3,9 @@
 //! contract scripts rely on: 0 in sync, 1 drift (lagging or diverged), 2 not checkable.
 
 use crate::{DriftCheckArgs, Format};
-use lockstep_coordinator::drift::{self, DatasourceReport, DriftEngine, DriftReport, Verdict};
+use lockstep_drift::{
+    self as drift, DatasourceReport, DriftEngine, DriftMetrics, DriftReport, Verdict,
+};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -77,10 +79,7 @@ async fn check(args: &DriftCheckArgs) -> anyhow::Result<DriftReport> {
             );
         }
     }
-    let engine = DriftEngine::new(
-        &config,
-        lockstep_coordinator::metrics::Metrics::new_unregistered(),
-    )?;
+    let engine = DriftEngine::new(&config, DriftMetrics::new())?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(targets.len() as u64);
         if let Ok(style) = indicatif::ProgressStyle::with_template(

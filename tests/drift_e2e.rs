@@ -135,7 +135,7 @@ async fn drift_check_in_sync_lagging_diverged_unknown() {
     let mut emu_b = Some(emulator(&site_b.bootstrap_servers()).await);
 
     // Rows over four whole hours that ended at least two hours ago: all settled.
-    let now = lockstep_coordinator::drift::poller::now_ms();
+    let now = lockstep_drift::poller::now_ms();
     let base = now.div_euclid(HOUR) * HOUR - 6 * HOUR;
     let spec = LoadSpec {
         partitions: PARTITIONS,
@@ -288,7 +288,7 @@ settle = "1m"
     let ds = &r.json["datasources"][0];
     assert_eq!(ds["verdict"], "diverged", "{}", r.json);
     assert_eq!(ds["divergent_bucket_count"], 1, "{}", r.json);
-    let hour = lockstep_coordinator::druid::format_time(lost);
+    let hour = lockstep_drift::druid::format_time(lost);
     assert_eq!(ds["divergent_buckets"][0]["bucket"], hour.as_str());
     assert_eq!(
         ds["divergent_buckets"][0]["sites"],

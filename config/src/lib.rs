@@ -11,6 +11,7 @@
 //! names the field and the kind of reference (see `interp` and `redact`).
 
 mod bounds;
+pub mod headers;
 mod interp;
 mod model;
 pub mod names;

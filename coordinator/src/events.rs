@@ -7,6 +7,7 @@
 //! grow, so one noisy source cannot push every other entry out. Everything recorded here is
 //! also logged where it happens; this only keeps it where an operator looks first.
 
+use lockstep_drift::{DriftReport, Verdict};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -75,6 +76,30 @@ impl RecentEvents {
             message,
         });
         ring.truncate(CAPACITY);
+    }
+
+    /// From a drift report: sites that could not be read and datasources that diverged (one
+    /// entry per site or datasource, counted while the same complaint repeats). The drift
+    /// poller hands it every report.
+    pub fn record_drift(&self, report: &DriftReport) {
+        for ds in &report.datasources {
+            for site in &ds.sites {
+                if let Some(error) = &site.error {
+                    self.record(
+                        Level::Error,
+                        format!("drift {} @ {}", ds.datasource, site.site),
+                        error.clone(),
+                    );
+                }
+            }
+            if ds.verdict == Verdict::Diverged {
+                self.record(
+                    Level::Warning,
+                    format!("drift {}", ds.datasource),
+                    format!("diverged: {}", ds.reason),
+                );
+            }
+        }
     }
 
     /// The entries, newest first.

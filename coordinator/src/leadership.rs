@@ -40,11 +40,12 @@ pub struct Active {
 impl Active {
     fn start(shared: &Arc<Shared>, shutdown: &CancellationToken) -> Active {
         let stop = shutdown.child_token();
-        let drift = tokio::spawn(crate::drift::poller::run(
+        let events = shared.events.clone();
+        let drift = tokio::spawn(lockstep_drift::poller::run(
             (*shared.config).clone(),
-            shared.metrics.clone(),
+            shared.metrics.drift.clone(),
             shared.drift.clone(),
-            shared.events.clone(),
+            move |report| events.record_drift(report),
             stop.clone(),
         ));
         Active { stop, drift }

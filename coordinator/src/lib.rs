@@ -4,7 +4,8 @@
 //! state store, and the gRPC and HTTP APIs.
 //!
 //! It never touches Kafka or object-store data itself: workers do. Drift tracking (reading
-//! every site's Druid) joins it in `drift/`.
+//! every site's Druid) is the `lockstep-drift` crate; the coordinator runs its poller while
+//! leading, serves its report (`/api/v1/drift`, the status page) and exports its metrics.
 
 pub mod admission;
 pub mod assign;
@@ -12,8 +13,6 @@ pub mod auth;
 pub mod cas;
 pub mod conn;
 pub mod control;
-pub mod drift;
-pub mod druid;
 pub mod election;
 pub mod events;
 pub mod grpc;

@@ -1,15 +1,18 @@
 //! Every metric the coordinator exports, defined once. Call sites use these handles and never
-//! register their own. Names follow `lockstep_<subsystem>_<name>_<unit>`, counters end in
-//! `_total`; the README's catalog lists them and `tests/observability.rs` checks that the
-//! README, [`NAMES`] and a running coordinator's `/metrics` agree.
+//! register their own. The control plane's are defined here; drift's (`lockstep_drift_*`,
+//! `lockstep_druid_*`) are `lockstep-drift`'s [`DriftMetrics`], registered into the same
+//! registry. Names follow `lockstep_<subsystem>_<name>_<unit>`, counters end in `_total`; the
+//! README's catalog lists them and `tests/observability.rs` checks that the README, [`NAMES`]
+//! and a running coordinator's `/metrics` agree.
 //!
 //! Label sets that can be known up front are created at zero ([`Metrics::new`] for the
 //! fixed ones, the drift poller per site and datasource), so a healthy coordinator exports
 //! every series and `rate()`/`increase()` see the first increment.
 
+use lockstep_drift::DriftMetrics;
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 #[derive(Clone)]
@@ -28,20 +31,14 @@ pub struct Metrics {
     pub state_writes: IntCounterVec,
     pub state_write_seconds: Histogram,
     pub grpc_requests: IntCounterVec,
-    pub drift_verdict: IntGaugeVec,
-    pub drift_rows_difference: IntGaugeVec,
-    pub drift_records_behind: IntGaugeVec,
-    pub drift_freshness_seconds: GaugeVec,
-    pub drift_poll_seconds: Histogram,
-    pub druid_request_seconds: HistogramVec,
-    pub druid_errors: IntCounterVec,
+    /// Drift tracking's and the Druid client's, in [`Metrics::registry`] too.
+    pub drift: DriftMetrics,
     pub auth_failures: IntCounterVec,
     pub worker_calls_rejected: IntCounterVec,
     pub tls_handshake_failures: IntCounter,
     pub tls_reloads: IntCounterVec,
     pub grpc_request_seconds: HistogramVec,
     pub flow_tasks: IntGaugeVec,
-    pub druid_up: IntGaugeVec,
     pub leader: IntGauge,
     pub election_epoch: IntGauge,
     pub election_transitions: IntCounterVec,
@@ -67,8 +64,8 @@ pub const GRPC_METHODS: &[&str] = &[
 /// Task phases, as `lockstep_coordinator_tasks{phase}` names them.
 pub const TASK_PHASES: &[&str] = &["assigned", "revoking", "unassigned", "paused"];
 
-/// Names as exported, for the catalog test.
-pub const NAMES: &[&str] = &[
+/// The control plane's names, as exported.
+pub const CONTROL_NAMES: &[&str] = &[
     "lockstep_coordinator_workers",
     "lockstep_coordinator_tasks",
     "lockstep_coordinator_generation",
@@ -82,20 +79,12 @@ pub const NAMES: &[&str] = &[
     "lockstep_coordinator_state_writes_total",
     "lockstep_coordinator_state_write_duration_seconds",
     "lockstep_coordinator_grpc_requests_total",
-    "lockstep_drift_verdict",
-    "lockstep_drift_rows_difference",
-    "lockstep_drift_records_behind",
-    "lockstep_drift_freshness_seconds",
-    "lockstep_drift_poll_duration_seconds",
-    "lockstep_druid_request_duration_seconds",
-    "lockstep_druid_errors_total",
     "lockstep_coordinator_auth_failures_total",
     "lockstep_coordinator_worker_calls_rejected_total",
     "lockstep_coordinator_tls_handshake_failures_total",
     "lockstep_coordinator_tls_reloads_total",
     "lockstep_coordinator_grpc_request_duration_seconds",
     "lockstep_coordinator_flow_tasks",
-    "lockstep_druid_up",
     "lockstep_coordinator_leader",
     "lockstep_coordinator_election_epoch",
     "lockstep_coordinator_election_transitions_total",
@@ -105,6 +94,28 @@ pub const NAMES: &[&str] = &[
     "lockstep_coordinator_connections_limit",
     "lockstep_coordinator_connections_closed_total",
 ];
+
+/// Every name the coordinator exports: the control plane's and drift's, for the catalog test.
+pub const NAMES: &[&str] = &ALL_NAMES;
+
+const ALL_NAMES: [&str; CONTROL_NAMES.len() + lockstep_drift::metrics::NAMES.len()] =
+    concat(CONTROL_NAMES, lockstep_drift::metrics::NAMES);
+
+/// `a` then `b`, as one array (a `const` slice cannot be joined otherwise).
+const fn concat<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'static str; N] {
+    assert!(a.len() + b.len() == N, "N must be the sum of the lengths");
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < a.len() {
+        out[i] = a[i];
+        i += 1;
+    }
+    while i < N {
+        out[i] = b[i - a.len()];
+        i += 1;
+    }
+    out
+}
 
 /// The listeners whose connections are bounded ([`crate::conn`]), as metric labels name them.
 pub const LISTENERS: &[&str] = &["http", "grpc"];
@@ -130,20 +141,12 @@ impl Metrics {
             Box::new(m.state_writes.clone()),
             Box::new(m.state_write_seconds.clone()),
             Box::new(m.grpc_requests.clone()),
-            Box::new(m.drift_verdict.clone()),
-            Box::new(m.drift_rows_difference.clone()),
-            Box::new(m.drift_records_behind.clone()),
-            Box::new(m.drift_freshness_seconds.clone()),
-            Box::new(m.drift_poll_seconds.clone()),
-            Box::new(m.druid_request_seconds.clone()),
-            Box::new(m.druid_errors.clone()),
             Box::new(m.auth_failures.clone()),
             Box::new(m.worker_calls_rejected.clone()),
             Box::new(m.tls_handshake_failures.clone()),
             Box::new(m.tls_reloads.clone()),
             Box::new(m.grpc_request_seconds.clone()),
             Box::new(m.flow_tasks.clone()),
-            Box::new(m.druid_up.clone()),
             Box::new(m.leader.clone()),
             Box::new(m.election_epoch.clone()),
             Box::new(m.election_transitions.clone()),
@@ -158,6 +161,9 @@ impl Metrics {
             if let Err(e) = m.registry.register(c) {
                 tracing::error!(error = %e, "metric registration failed");
             }
+        }
+        if let Err(e) = m.drift.register(&m.registry) {
+            tracing::error!(error = %e, "metric registration failed");
         }
         m.init_label_sets();
         m
@@ -216,24 +222,6 @@ impl Metrics {
         }
     }
 
-    /// Creates, at zero, a Druid site's error counters (one per error kind), so an alert on
-    /// their increase sees the first error. Called for every site when a drift engine starts.
-    pub fn init_druid_site(&self, site: &str, kinds: &[&str]) {
-        for kind in kinds {
-            self.druid_errors.with_label_values(&[site, kind]);
-        }
-    }
-
-    /// Creates a datasource's verdict series before its first check: `unknown` is 1 (nothing
-    /// is known yet), the others 0. Called by the drift poller when it starts.
-    pub fn init_drift_datasource(&self, datasource: &str, verdicts: &[&str]) {
-        for v in verdicts {
-            self.drift_verdict
-                .with_label_values(&[datasource, v])
-                .set(i64::from(*v == "unknown"));
-        }
-    }
-
     /// The same handles with an empty registry, for unit tests of the state machine.
     pub fn new_unregistered() -> Self {
         // The options below are constants; `expect` documents that they are valid.
@@ -246,99 +234,68 @@ impl Metrics {
             Histogram::with_opts(HistogramOpts::new(n, h).buckets(b)).expect("valid metric")
         };
         let fast = prometheus::exponential_buckets(0.0001, 4.0, 10).expect("valid buckets");
-        let slow = prometheus::exponential_buckets(0.005, 3.0, 10).expect("valid buckets");
         let gauge_vec = |n: &str, h: &str, l: &[&str]| {
             IntGaugeVec::new(Opts::new(n, h), l).expect("valid metric")
         };
         Metrics {
             registry: Registry::new(),
-            workers: gauge(NAMES[0], "Workers holding a live lease."),
+            workers: gauge(CONTROL_NAMES[0], "Workers holding a live lease."),
             tasks: IntGaugeVec::new(
                 Opts::new(
-                    NAMES[1],
+                    CONTROL_NAMES[1],
                     "Tasks by phase: assigned, revoking, unassigned, paused.",
                 ),
                 &["phase"],
             )
             .expect("valid metric"),
-            generation: gauge(NAMES[2], "Current assignment generation."),
-            joins: counter(NAMES[3], "Worker joins (including re-joins)."),
-            leaves: counter(NAMES[4], "Clean worker leaves."),
-            lease_expirations: counter(NAMES[5], "Worker leases that expired."),
+            generation: gauge(CONTROL_NAMES[2], "Current assignment generation."),
+            joins: counter(CONTROL_NAMES[3], "Worker joins (including re-joins)."),
+            leaves: counter(CONTROL_NAMES[4], "Clean worker leaves."),
+            lease_expirations: counter(CONTROL_NAMES[5], "Worker leases that expired."),
             heartbeats: counter_vec(
-                NAMES[6],
+                CONTROL_NAMES[6],
                 "Heartbeats by result: ok or refused.",
                 &["result"],
             ),
-            rebalances: counter(NAMES[7], "Assignment computations."),
-            tasks_moved: counter(NAMES[8], "Tasks whose desired worker changed."),
-            assignment_seconds: hist(NAMES[9], "Time to compute one assignment.", fast.clone()),
+            rebalances: counter(CONTROL_NAMES[7], "Assignment computations."),
+            tasks_moved: counter(CONTROL_NAMES[8], "Tasks whose desired worker changed."),
+            assignment_seconds: hist(
+                CONTROL_NAMES[9],
+                "Time to compute one assignment.",
+                fast.clone(),
+            ),
             state_writes: counter_vec(
-                NAMES[10],
+                CONTROL_NAMES[10],
                 "State store writes by result: ok or error.",
                 &["result"],
             ),
-            state_write_seconds: hist(NAMES[11], "Time to persist coordinator state.", fast),
+            state_write_seconds: hist(
+                CONTROL_NAMES[11],
+                "Time to persist coordinator state.",
+                fast,
+            ),
             grpc_requests: counter_vec(
-                NAMES[12],
+                CONTROL_NAMES[12],
                 "gRPC requests by method and status code.",
                 &["method", "code"],
             ),
-            drift_verdict: gauge_vec(
-                NAMES[13],
-                "1 for the datasource's current drift verdict (in_sync, lagging, diverged, unknown), 0 for the others.",
-                &["datasource", "verdict"],
-            ),
-            drift_rows_difference: gauge_vec(
-                NAMES[14],
-                "Rows a site has minus the most any site has, over the settled window (0 or negative; absent when the site could not be read).",
-                &["datasource", "site"],
-            ),
-            drift_records_behind: gauge_vec(
-                NAMES[15],
-                "Source records not yet ingested by the site's Druid, in source offsets (absent when unknown).",
-                &["datasource", "site"],
-            ),
-            drift_freshness_seconds: GaugeVec::new(
-                Opts::new(
-                    NAMES[16],
-                    "Age of the site's newest row (now - MAX(__time)) at the last poll.",
-                ),
-                &["datasource", "site"],
-            )
-            .expect("valid metric"),
-            drift_poll_seconds: hist(
-                NAMES[17],
-                "Time to check drift of every datasource once.",
-                slow.clone(),
-            ),
-            druid_request_seconds: HistogramVec::new(
-                HistogramOpts::new(NAMES[18], "Druid API call latency by site and endpoint.")
-                    .buckets(slow),
-                &["site", "endpoint"],
-            )
-            .expect("valid metric"),
-            druid_errors: counter_vec(
-                NAMES[19],
-                "Failed Druid API calls by site and kind (unreachable, timeout, unauthorized, druid, not_json, decode, setup).",
-                &["site", "kind"],
-            ),
+            drift: DriftMetrics::new(),
             auth_failures: counter_vec(
-                NAMES[20],
+                CONTROL_NAMES[13],
                 "Admin calls refused by api (grpc, http) and reason (missing, wrong token).",
                 &["api", "reason"],
             ),
             worker_calls_rejected: counter_vec(
-                NAMES[21],
+                CONTROL_NAMES[14],
                 "Worker calls refused with RESOURCE_EXHAUSTED by reason: rate (one worker calls too often) or queue (too many calls at once).",
                 &["reason"],
             ),
             tls_handshake_failures: counter(
-                NAMES[22],
+                CONTROL_NAMES[15],
                 "gRPC connections dropped in the TLS handshake (bad or missing client certificate, garbage, timeout).",
             ),
             tls_reloads: counter_vec(
-                NAMES[23],
+                CONTROL_NAMES[16],
                 "Reloads of the TLS certificate, key and client CA files by result: ok or error.",
                 &["result"],
             ),
@@ -355,11 +312,6 @@ impl Metrics {
                 "lockstep_coordinator_flow_tasks",
                 "Tasks per flow, site and kind (kafka, objects) by phase: assigned, revoking, unassigned, paused.",
                 &["flow", "site", "kind", "phase"],
-            ),
-            druid_up: gauge_vec(
-                "lockstep_druid_up",
-                "1 if the last call to the site's Druid got an answer from Druid (success or a Druid error), 0 if it was unreachable, timed out or answered with something other than Druid JSON.",
-                &["site"],
             ),
             leader: gauge(
                 "lockstep_coordinator_leader",
@@ -411,10 +363,7 @@ impl Metrics {
         for phase in TASK_PHASES {
             self.tasks.with_label_values(&[phase]).set(0);
         }
-        self.drift_verdict.reset();
-        self.drift_rows_difference.reset();
-        self.drift_records_behind.reset();
-        self.drift_freshness_seconds.reset();
+        self.drift.clear_drift_gauges();
     }
 
     /// Prometheus text exposition.
@@ -454,8 +403,10 @@ mod tests {
     #[test]
     fn known_label_sets_are_exported_at_zero() {
         let m = Metrics::new();
-        m.init_druid_site("site-a", &["unreachable", "timeout"]);
-        m.init_drift_datasource("clicks", &["in_sync", "unknown"]);
+        m.drift
+            .init_druid_site("site-a", &["unreachable", "timeout"]);
+        m.drift
+            .init_drift_datasource("clicks", &["in_sync", "unknown"]);
         let text = m.render();
         for line in [
             "lockstep_coordinator_grpc_request_duration_seconds_count{method=\"Heartbeat\"} 0",

@@ -8,10 +8,10 @@
 //! Every value is escaped by maud. Nothing secret is shown: sites and sources show names and
 //! addresses only (a Druid URL loses any `user:password@`), never Kafka properties or keys.
 
-use crate::drift::{DriftReport, Verdict};
 use crate::events::{Event, Level};
 use crate::http::{StatusView, TaskView};
 use lockstep_config::{Config, FlowKind, SourceKind, TopicSelector};
+use lockstep_drift::{DriftReport, Verdict};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -55,7 +55,7 @@ pub struct Shared {
     pub coordinator_id: String,
     pub region: String,
     /// The drift poller's latest report.
-    pub drift: crate::drift::poller::LatestReport,
+    pub drift: lockstep_drift::poller::LatestReport,
     /// The admin token check (AdminService and `/api/...`).
     pub auth: AdminAuth,
     /// Who a gRPC call comes from: worker certificates act only as their own worker id, and

@@ -2,10 +2,10 @@
 //! response types of SQL, `sys.segments` and the supervisor endpoints (`types`), the error
 //! model that classifies every answer ([`DruidError`]), and Druid's time formats.
 //!
-//! It does no I/O: the coordinator's HTTP client (`lockstep_coordinator::druid`) sends the
-//! requests and hands the answers here. Kept apart so that this parsing, which faces whatever
-//! a site (or a proxy in front of it) sends, can be fuzzed on its own (`fuzz/`), without
-//! building the rest of the coordinator.
+//! It does no I/O: drift's HTTP client (`lockstep_drift::druid`) sends the requests and
+//! hands the answers here. Kept apart so that this parsing, which faces whatever a site (or a
+//! proxy in front of it) sends, can be fuzzed on its own (`fuzz/`), without building the
+//! client and its transport.
 
 mod error;
 mod time;

@@ -115,7 +115,7 @@ pub async fn run(
                 counters.bursts.fetch_add(1, Ordering::Relaxed);
                 counters
                     .last_burst_end_ms
-                    .store(lockstep_coordinator::drift::poller::now_ms(), Ordering::Relaxed);
+                    .store(lockstep_drift::poller::now_ms(), Ordering::Relaxed);
             }
         }
     }
@@ -129,7 +129,7 @@ async fn burst(
     counters: &Counters,
     stop: &CancellationToken,
 ) -> Result<()> {
-    let now = lockstep_coordinator::drift::poller::now_ms();
+    let now = lockstep_drift::poller::now_ms();
     let spec = LoadSpec {
         partitions: plan.partitions,
         seed,
@@ -179,7 +179,7 @@ async fn send(producer: &FutureProducer, topic: &str, rows: &[Row]) -> Result<u6
 /// Writes `dumps/clicks-NNNN.json` (JSON lines) into the landing folder, all at once: the
 /// file is written beside the prefix and renamed in, so a listing never sees half a file.
 async fn drop_file(landing: &std::path::Path, plan: &Plan, n: u64) -> Result<()> {
-    let now = lockstep_coordinator::drift::poller::now_ms();
+    let now = lockstep_drift::poller::now_ms();
     let spec = LoadSpec {
         seed: 10_000 + n,
         ..LoadSpec::new(&plan.topic, plan.dump_rows, now - 3_600_000, now)

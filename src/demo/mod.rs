@@ -113,7 +113,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 
     // The load's backfill goes into the source topic first: the first drift poll already
     // sees it (not yet mirrored), instead of two empty sites "in sync".
-    let now = lockstep_coordinator::drift::poller::now_ms();
+    let now = lockstep_drift::poller::now_ms();
     let this_hour = now.div_euclid(HOUR_MS) * HOUR_MS;
     // The fault hour: in the middle of the backfill, well inside the drift window.
     let fault_hour = this_hour - 3 * HOUR_MS;
@@ -250,7 +250,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("  object stores        {}/{{landing,site-a,site-b}} (flow dumps: landing/dumps/ -> each site)", root.display());
     println!(
         "  the fault            {FAULT_SITE} will lose the {CLICKS} rows of the hour {}",
-        lockstep_coordinator::druid::format_time(fault_hour)
+        lockstep_drift::druid::format_time(fault_hour)
     );
     if let Some(f) = args.fault_after.filter(|f| *f >= args.duration) {
         println!(
@@ -264,8 +264,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         "load: backfilled {} rows with timestamps from {} to {} into the source topic {CLICKS}; \
          then bursts of {} rows every {}s with quiet periods, and a file into landing/dumps/ every {}s",
         plan.backfill_rows,
-        lockstep_coordinator::druid::format_time(plan.backfill_start_ms),
-        lockstep_coordinator::druid::format_time(plan.backfill_end_ms),
+        lockstep_drift::druid::format_time(plan.backfill_start_ms),
+        lockstep_drift::druid::format_time(plan.backfill_end_ms),
         plan.burst_rows,
         plan.burst_every.as_secs(),
         plan.dump_every.as_secs(),
@@ -333,7 +333,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                         last_checked = report.checked_at.clone();
                         let at = started.elapsed();
                         // A check that started before the injection cannot see the fault.
-                        let checked = lockstep_coordinator::druid::parse_time(&report.checked_at).unwrap_or(0);
+                        let checked = lockstep_drift::druid::parse_time(&report.checked_at).unwrap_or(0);
                         let stale = injected.is_some_and(|(_, _, wall)| checked < wall);
                         for ds in &report.datasources {
                             println!(
@@ -391,11 +391,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     injected = Some((
                         Instant::now(),
                         started.elapsed(),
-                        lockstep_coordinator::drift::poller::now_ms(),
+                        lockstep_drift::poller::now_ms(),
                     ));
                     println!(
                         "fault injected: {FAULT_SITE}'s Druid lost the {CLICKS} rows of the hour {} ({dropped} rows dropped now; rows arriving for that hour are dropped too)  [{:.1}s]{}",
-                        lockstep_coordinator::druid::format_time(fault_hour),
+                        lockstep_drift::druid::format_time(fault_hour),
                         started.elapsed().as_secs_f64(),
                         if first_in_sync.is_none() { " (drift has not been in_sync yet)" } else { "" }
                     );

@@ -262,7 +262,7 @@ pub fn read_all(c: &BaseConsumer, p: i32) -> Vec<Row> {
                 };
                 for h in m.headers().iter().flat_map(|h| h.iter()) {
                     let value = h.value.unwrap_or_default();
-                    if h.key == "lockstep.src.offset" {
+                    if h.key == lockstep_config::headers::SRC_OFFSET {
                         row.source_offset =
                             std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
                     } else if !h.key.starts_with("lockstep.") {

@@ -10,9 +10,8 @@
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-pub const SRC_OFFSET: &str = "lockstep.src.offset";
-pub const SRC_CLUSTER: &str = "lockstep.src.cluster";
-pub const ORIGIN: &str = "lockstep.origin";
+// The names are defined once, in the crate the offset map (drift) reads them with too.
+pub use lockstep_config::headers::{ORIGIN, SRC_CLUSTER, SRC_OFFSET};
 
 /// The origin of a record: its `lockstep.origin` header, if any.
 pub fn origin<H: Headers>(headers: Option<&H>) -> Option<&[u8]> {

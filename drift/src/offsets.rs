@@ -14,6 +14,7 @@
 //! ("site offset X maps back to source offset Y: duplicates at the site"). Site offsets are
 //! taken as stable, as the read cache already does (a recreated site topic needs a restart).
 
+use lockstep_config::headers::{SRC_CLUSTER, SRC_OFFSET};
 use lockstep_config::KafkaCluster;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -23,11 +24,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The headers the mirror writes (defined in `workers/src/kafka/headers.rs`; the coordinator
-/// does not depend on the workers crate, so the two names are repeated here).
-const SRC_OFFSET: &str = "lockstep.src.offset";
-const SRC_CLUSTER: &str = "lockstep.src.cluster";
 
 /// Most cached (site offset -> source offset) entries before the cache starts afresh.
 const CACHE_LIMIT: usize = 100_000;

@@ -1,10 +1,10 @@
 //! The coordinator's drift poller: checks every datasource each `coordinator.drift_interval`,
-//! keeps the last report for `/api/v1/drift`, and publishes it as metrics. Stops when the
-//! shutdown token fires; a check in progress is abandoned.
+//! keeps the last report for `/api/v1/drift`, publishes it as metrics and hands it to the
+//! caller's `on_report` (the coordinator's recent events). Stops when the shutdown token
+//! fires; a check in progress is abandoned.
 
-use super::{record_metrics, targets, DriftEngine, DriftReport, Overrides, Verdict};
-use crate::events::{Level, RecentEvents};
-use crate::metrics::Metrics;
+use super::{record_metrics, targets, DriftEngine, DriftReport, Overrides};
+use crate::metrics::DriftMetrics;
 use lockstep_config::Config;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,12 +22,13 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs until `shutdown`. Returns at once when the config has no datasource to check.
+/// Runs until `shutdown`. Returns at once when the config has no datasource to check. Each
+/// report goes to the metrics, then to `on_report`, then to `latest`.
 pub async fn run(
     config: Config,
-    metrics: Metrics,
+    metrics: DriftMetrics,
     latest: LatestReport,
-    events: RecentEvents,
+    on_report: impl Fn(&DriftReport) + Send,
     shutdown: CancellationToken,
 ) {
     let targets = targets(&config, None, &Overrides::default());
@@ -64,30 +65,7 @@ pub async fn run(
             "drift checked"
         );
         record_metrics(&metrics, &report);
-        record_events(&events, &report);
+        on_report(&report);
         *latest.write().await = Some(report);
-    }
-}
-
-/// Sites that could not be read and datasources that diverged go to the recent events (one
-/// entry per site or datasource, counted while the same complaint repeats).
-fn record_events(events: &RecentEvents, report: &DriftReport) {
-    for ds in &report.datasources {
-        for site in &ds.sites {
-            if let Some(error) = &site.error {
-                events.record(
-                    Level::Error,
-                    format!("drift {} @ {}", ds.datasource, site.site),
-                    error.clone(),
-                );
-            }
-        }
-        if ds.verdict == Verdict::Diverged {
-            events.record(
-                Level::Warning,
-                format!("drift {}", ds.datasource),
-                format!("diverged: {}", ds.reason),
-            );
-        }
     }
 }

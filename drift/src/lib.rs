@@ -1,20 +1,29 @@
-//! Drift tracking: does every site's Druid hold the same rows as the others, and if not, is
-//! it catching up (lagging) or has it lost or gained data (diverged)?
+//! lockstep drift tracking: does every site's Druid hold the same rows as the others, and if
+//! not, is it catching up (lagging) or has it lost or gained data (diverged)?
 //!
 //! - `engine`: the pure decisions (window, coarse/fine split, bucket comparison, verdict);
 //! - `offsets`: site Druid progress in source offsets through the mirror's offset headers;
+//! - `druid`: the Druid HTTP client every site is read with;
 //! - `check`: gathers each site's answers with the Druid client and runs the engine;
-//! - `poller`: the coordinator's background loop, its shared result and metrics.
+//! - `poller`: the coordinator's background loop and its shared result;
+//! - `metrics`: the drift and Druid client metrics, registered by whoever exports them.
+//!
+//! Used by the coordinator (the poller, `/api/v1/drift`, the status page) and by
+//! `lockstep drift-check`, which needs no control plane: this crate never depends on the
+//! coordinator, gRPC or the election, and it only reads (Druid and Kafka), never writes.
 //!
 //! An unreachable site makes its datasource `unknown`; it is never counted as zero rows.
 
 mod check;
+pub mod druid;
 pub mod engine;
+pub mod metrics;
 pub mod offsets;
 pub mod poller;
 
 pub use check::DriftEngine;
 pub use engine::Verdict;
+pub use metrics::DriftMetrics;
 
 use crate::druid::DruidError;
 use lockstep_config::{Config, DriftSettings, FlowKind, KafkaCluster, SourceKind, TopicSelector};
@@ -209,7 +218,7 @@ impl SiteReport {
 
 /// Publishes a report as metrics: series of a site that could not be read are removed,
 /// never set to zero.
-pub fn record_metrics(metrics: &crate::metrics::Metrics, report: &DriftReport) {
+pub fn record_metrics(metrics: &DriftMetrics, report: &DriftReport) {
     for ds in &report.datasources {
         for v in Verdict::ALL {
             metrics
@@ -296,9 +305,18 @@ mod tests {
         )
     }
 
+    /// Prometheus text exposition of `registry`.
+    fn render(registry: &prometheus::Registry) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .expect("encode")
+    }
+
     #[test]
     fn an_unreadable_site_loses_its_series_instead_of_reading_zero() {
-        let m = crate::metrics::Metrics::new();
+        let registry = prometheus::Registry::new();
+        let m = DriftMetrics::new();
+        m.register(&registry).expect("register");
         record_metrics(
             &m,
             &report(
@@ -306,7 +324,7 @@ mod tests {
                 Verdict::Lagging,
             ),
         );
-        let text = m.render();
+        let text = render(&registry);
         assert!(
             text.contains("lockstep_drift_rows_difference{datasource=\"clicks\",site=\"b\"} -10")
         );
@@ -324,7 +342,7 @@ mod tests {
                 Verdict::Unknown,
             ),
         );
-        let text = m.render();
+        let text = render(&registry);
         assert!(!text.contains("site=\"b\""), "{text}");
         assert!(
             text.contains("lockstep_drift_verdict{datasource=\"clicks\",verdict=\"unknown\"} 1")

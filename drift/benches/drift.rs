@@ -2,8 +2,8 @@
 //! emulator (sim/) ingesting from Kafka, checked by the real drift engine.
 //!
 //! ```text
-//! cargo bench -p lockstep-coordinator --bench drift
-//! DRIFT_BENCH_ROWS_PER_BUCKET=4 cargo bench -p lockstep-coordinator --bench drift
+//! cargo bench -p lockstep-drift --bench drift
+//! DRIFT_BENCH_ROWS_PER_BUCKET=4 cargo bench -p lockstep-drift --bench drift
 //! ```
 //!
 //! Without `--bench` in its arguments (as `cargo test --all-targets` runs it) it returns at
@@ -19,8 +19,8 @@
 //! `SUM("count")`, where the coarse pass proves nothing and every site answers the fine
 //! per-bucket SQL over the whole window (the worst case).
 
-use lockstep_coordinator::drift::{self, DriftEngine, Overrides};
-use lockstep_coordinator::metrics::Metrics;
+use lockstep_config::headers::{SRC_CLUSTER, SRC_OFFSET};
+use lockstep_drift::{self as drift, DriftEngine, DriftMetrics, Overrides};
 use lockstep_sim::{Emulator, EmulatorConfig};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
@@ -65,7 +65,7 @@ fn child(config: &str) {
         .expect("runtime");
     rt.block_on(async {
         let cfg = lockstep_config::load(config).expect("config");
-        let engine = DriftEngine::new(&cfg, Metrics::new_unregistered()).expect("engine");
+        let engine = DriftEngine::new(&cfg, DriftMetrics::new()).expect("engine");
         let runs = [
             ("COUNT(*), cold", None),
             ("COUNT(*), warm", None),
@@ -121,7 +121,7 @@ fn produce(bootstrap: &str, per_bucket: i64, base: i64) {
             for r in 0..per_bucket {
                 let ts = base + h * HOUR + r * (HOUR / per_bucket);
                 let value = serde_json::json!({
-                    "timestamp": lockstep_coordinator::druid::format_time(ts),
+                    "timestamp": drift::druid::format_time(ts),
                     "user": format!("user-{}", r % 7),
                     "count": 1,
                 })
@@ -129,11 +129,11 @@ fn produce(bootstrap: &str, per_bucket: i64, base: i64) {
                 let off = offset.to_string();
                 let headers = OwnedHeaders::new()
                     .insert(Header {
-                        key: "lockstep.src.offset",
+                        key: SRC_OFFSET,
                         value: Some(off.as_bytes()),
                     })
                     .insert(Header {
-                        key: "lockstep.src.cluster",
+                        key: SRC_CLUSTER,
                         value: Some("up".as_bytes()),
                     });
                 let mut rec = BaseRecord::<(), _>::to(&topic)

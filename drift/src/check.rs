@@ -7,7 +7,7 @@ use super::engine::{self, SiteFacts, Span};
 use super::offsets::{source_topic_of, KafkaRoute, OffsetMap};
 use super::*;
 use crate::druid::{format_time, parse_time, DruidClient, SupervisorStatus};
-use crate::metrics::Metrics;
+use crate::metrics::DriftMetrics;
 use futures::stream::{self, StreamExt};
 use lockstep_config::Config;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ pub struct DriftEngine {
     site_kafka: BTreeMap<String, Option<KafkaCluster>>,
     offsets: Arc<OffsetMap>,
     kafka_timeout: Duration,
-    metrics: Metrics,
+    metrics: DriftMetrics,
 }
 
 /// What one site answered for one datasource, before comparison.
@@ -36,7 +36,7 @@ struct Gathered {
 
 impl DriftEngine {
     /// Clients for every site of the config.
-    pub fn new(config: &Config, metrics: Metrics) -> Result<Self, DruidError> {
+    pub fn new(config: &Config, metrics: DriftMetrics) -> Result<Self, DruidError> {
         let mut clients = BTreeMap::new();
         let mut site_kafka = BTreeMap::new();
         for site in &config.sites {

@@ -1,8 +1,8 @@
 //! [`DruidClient`]: one site's Druid Router over HTTP(S) (reqwest with rustls), with the
-//! site's basic auth, extra CA file and timeout. Each call is timed and counted in the
-//! coordinator's metrics (`lockstep_druid_*`) and turns every failure into a [`DruidError`].
+//! site's basic auth, extra CA file and timeout. Each call is timed and counted in the drift
+//! metrics ([`DriftMetrics`], `lockstep_druid_*`) and turns every failure into a [`DruidError`].
 
-use crate::metrics::Metrics;
+use crate::metrics::DriftMetrics;
 use lockstep_config::{CountExpr, Druid, Granularity};
 use lockstep_druid::*;
 use serde::de::DeserializeOwned;
@@ -15,7 +15,7 @@ pub struct DruidClient {
     base: reqwest::Url,
     http: reqwest::Client,
     auth: Option<(String, lockstep_config::Secret)>,
-    metrics: Metrics,
+    metrics: DriftMetrics,
 }
 
 impl std::fmt::Debug for DruidClient {
@@ -38,7 +38,7 @@ fn ident(s: &str) -> String {
 }
 
 impl DruidClient {
-    pub fn new(site: &str, cfg: &Druid, metrics: Metrics) -> Result<Self, DruidError> {
+    pub fn new(site: &str, cfg: &Druid, metrics: DriftMetrics) -> Result<Self, DruidError> {
         let setup = |message: String| DruidError::Setup {
             site: site.to_string(),
             message,

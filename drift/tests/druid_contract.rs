@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use lockstep_config::{CountExpr, Druid, Granularity, Secret};
-use lockstep_coordinator::druid::{parse_time, DruidClient, DruidError};
-use lockstep_coordinator::metrics::Metrics;
+use lockstep_drift::druid::{parse_time, DruidClient, DruidError};
+use lockstep_drift::DriftMetrics;
 use std::time::Duration;
 
 const PASSWORD: &str = "s3cr3t-pa55";
@@ -144,7 +144,7 @@ fn client(base: &str, scenario: &str) -> DruidClient {
         timeout: Duration::from_millis(800),
         ca_file: None,
     };
-    DruidClient::new("eu-west", &cfg, Metrics::new_unregistered()).expect("client")
+    DruidClient::new("eu-west", &cfg, DriftMetrics::new()).expect("client")
 }
 
 fn check_error(e: &DruidError) {
@@ -218,7 +218,7 @@ async fn legacy_error_shape() {
     match &e {
         DruidError::Druid { status, body, .. } => {
             assert_eq!(*status, 400);
-            let lockstep_coordinator::druid::ErrorBody {
+            let lockstep_drift::druid::ErrorBody {
                 code,
                 category,
                 message,
@@ -245,7 +245,7 @@ async fn newer_error_shape() {
     match &e {
         DruidError::Druid { status, body, .. } => {
             assert_eq!(*status, 400);
-            let lockstep_coordinator::druid::ErrorBody {
+            let lockstep_drift::druid::ErrorBody {
                 code,
                 category,
                 message,
@@ -303,7 +303,7 @@ async fn unauthorized_and_forbidden() {
         timeout: Duration::from_secs(2),
         ca_file: None,
     };
-    let c = DruidClient::new("eu-west", &cfg, Metrics::new_unregistered()).expect("client");
+    let c = DruidClient::new("eu-west", &cfg, DriftMetrics::new()).expect("client");
     let e = c.latest("clicks").await.unwrap_err();
     assert!(e.to_string().contains("Authentication failed"), "{e}");
     assert!(!format!("{e:?}").contains("wrong-one"));
@@ -356,7 +356,9 @@ async fn unreachable_is_typed() {
 #[tokio::test]
 async fn failed_calls_are_counted() {
     let base = serve().await;
-    let metrics = Metrics::new();
+    let registry = prometheus::Registry::new();
+    let metrics = DriftMetrics::new();
+    metrics.register(&registry).expect("register");
     let cfg = Druid {
         router_url: format!("{base}/html"),
         username: None,
@@ -366,7 +368,9 @@ async fn failed_calls_are_counted() {
     };
     let c = DruidClient::new("eu-west", &cfg, metrics.clone()).expect("client");
     let _ = c.supervisors().await;
-    let text = metrics.render();
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .expect("encode");
     assert!(
         text.contains("lockstep_druid_errors_total{kind=\"not_json\",site=\"eu-west\"} 1"),
         "{text}"
