@@ -14,7 +14,7 @@ mod common;
 
 use common::kafka::*;
 use common::*;
-use lockstep_workers::kafka::testkit::FlowToml;
+use lockstep_workers::testkit::FlowToml;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

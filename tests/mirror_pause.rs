@@ -18,7 +18,7 @@ mod common;
 
 use common::kafka::*;
 use common::*;
-use lockstep_workers::kafka::testkit::FlowToml;
+use lockstep_workers::testkit::FlowToml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;

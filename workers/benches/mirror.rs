@@ -34,8 +34,8 @@
 //!
 //! MB/s counts key + value bytes, with MB = 2^20 bytes.
 
-use lockstep_workers::kafka::testkit::{FlowToml, RunningTask};
 use lockstep_workers::metrics::WorkerMetrics;
+use lockstep_workers::testkit::{FlowToml, RunningTask};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};

@@ -1,17 +1,25 @@
 //! lockstep workers: stateless processes that run the tasks a coordinator assigns them.
 //!
 //! - `runtime`: join, heartbeat, lease clock, task lifecycle (knows tasks only by trait);
+//! - `leader`: which coordinator address to call, following a standby to the leader (the
+//!   runtime and the CLI's admin calls);
 //! - `task`: the task contract ([`Task`], [`TaskFactory`], [`TaskContext`]);
 //! - task kinds: the Kafka mirror (`kafka/`) and the object copy (`objects/`), each behind
-//!   [`TaskFactory`].
+//!   [`TaskFactory`];
+//! - `testkit` (feature `testkit`, for tests and benchmarks only): a mirror flow's config and a
+//!   running mirror task outside a worker.
 
 pub mod kafka;
+pub mod leader;
 pub mod metrics;
 pub mod objects;
 pub mod runtime;
 pub mod task;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod tls;
 
+pub use leader::{call_following_leader, Route};
 pub use runtime::{Worker, WorkerError, WorkerOptions};
 pub use task::{LeaseGuard, Progress, Task, TaskContext, TaskError, TaskFactory};
 pub use tls::{BearerToken, ClientError, ClientTls};

@@ -5,6 +5,8 @@
 //! now, cleanly), a [`LeaseGuard`] (may I still write?) and a [`Progress`] handle (what the
 //! next heartbeat reports). The runtime never looks inside a task.
 
+use crate::kafka::error::MirrorError;
+use crate::objects::error::SyncError;
 use lockstep_proto as pb;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -12,19 +14,53 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Why a task stopped with an error. The runtime restarts it with backoff and shows the
-/// message in status; `Fatal` errors are shown too, but retried only slowly.
+/// message in status. Each task kind fails with its own typed error, which says where (flow,
+/// site, topic, partition, store) and whether running the task again can help
+/// ([`TaskError::is_retryable`]); a lost lease is one variant for every kind.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
     #[error("invalid task config: {0}")]
     Config(String),
     #[error("task kind \"{0}\" is not available in this worker")]
     Unsupported(String),
-    #[error("{0}")]
-    Failed(String),
     #[error("lease lost: stopped writing")]
     LeaseLost,
-    #[error("{target}: no resume point: {detail}")]
-    NoResumePoint { target: String, detail: String },
+    /// A Kafka mirror task's failure.
+    #[error(transparent)]
+    Mirror(MirrorError),
+    /// An object sync task's failure.
+    #[error(transparent)]
+    Objects(SyncError),
+}
+
+impl TaskError {
+    /// Whether running the task again can help, or only a change of config or data can.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TaskError::Config(_) | TaskError::Unsupported(_) => false,
+            TaskError::LeaseLost => true,
+            TaskError::Mirror(e) => e.is_retryable(),
+            TaskError::Objects(e) => e.is_retryable(),
+        }
+    }
+}
+
+impl From<MirrorError> for TaskError {
+    fn from(e: MirrorError) -> Self {
+        match e {
+            MirrorError::LeaseLost => TaskError::LeaseLost,
+            e => TaskError::Mirror(e),
+        }
+    }
+}
+
+impl From<SyncError> for TaskError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::LeaseLost => TaskError::LeaseLost,
+            e => TaskError::Objects(e),
+        }
+    }
 }
 
 /// One running unit of work.

@@ -4,8 +4,9 @@
 
 use lockstep_workers::kafka::checkpoint::PROGRESS_TOPIC;
 use lockstep_workers::kafka::headers;
-use lockstep_workers::kafka::testkit::{FlowToml, RunningTask};
+use lockstep_workers::kafka::MirrorError;
 use lockstep_workers::metrics::WorkerMetrics;
+use lockstep_workers::testkit::{FlowToml, RunningTask};
 use lockstep_workers::{Progress, TaskError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -1119,7 +1120,7 @@ async fn no_resume_point_stops_the_task_unless_told_to_start() {
         .expect_err("no resume point stops the task");
     let text = err.to_string();
     assert!(
-        matches!(&err, TaskError::NoResumePoint { target, .. } if target.contains("events/0")),
+        matches!(&err, TaskError::Mirror(MirrorError::NoResumePoint { target_topic, partition: 0, .. }) if target_topic == "events"),
         "{err:?}"
     );
     assert!(

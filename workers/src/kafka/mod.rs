@@ -1,14 +1,19 @@
 //! The Kafka mirror task: consume the (remote) source, produce into the local site's Kafka,
 //! exactly once, with the target log as its own checkpoint.
 //!
-//! - `mirror`: the task's loop (resume from the target tail, mirror, report progress);
+//! - `mirror`: the task and its loop, split by concern (`mirror/mod.rs` lists the files:
+//!   fencing, topic and partition sync, resume points, the produce/land loop, the limits, the
+//!   gap and oversize policies, delivery reports, the audit's reads, progress reports);
+//! - `error`: why a mirror task stopped ([`MirrorError`]) and whether a restart can help;
 //! - `topics`: discovery of source topics, target topic creation and growth, ownership of
 //!   partitions by task slot;
 //! - `headers`: the provenance and source-offset headers every mirrored record carries;
 //! - `checkpoint`: the per-partition resume checkpoint kept in `__lockstep_progress`;
 //! - `audit`: duplicates at the target (a paused former owner's late writes), found exactly;
-//! - `pacing`: what may be outstanding, so that it lands inside the lease's safety margin;
-//! - `testkit`: a flow's config and a running task outside a worker, for tests and benchmarks.
+//! - `pacing`: what may be outstanding, so that it lands inside the lease's safety margin.
+//!
+//! A flow's config and a running task outside a worker, for tests and benchmarks, are in
+//! `crate::testkit` (feature `testkit`).
 //!
 //! Exactly-once rests on three facts: the task is the single writer of its target partitions
 //! (leases, enforced by the runtime's [`crate::LeaseGuard`]); every mirrored record carries its
@@ -17,11 +22,13 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod error;
 pub mod headers;
 pub mod mirror;
 pub mod pacing;
-pub mod testkit;
 pub mod topics;
+
+pub use error::MirrorError;
 
 use crate::task::{Task, TaskError, TaskFactory};
 use lockstep_config::{FlowKind, KafkaCluster, KafkaFlow, SourceKind};

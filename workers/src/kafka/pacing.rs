@@ -8,7 +8,8 @@
 //! the rate, like a congestion window), a slow one a small allowance. What a paused worker still
 //! sends when it wakes is at most this much, and the audit of the target reports it.
 //!
-//! Pure arithmetic on the delivery counter and the clock; no I/O.
+//! Pure arithmetic on the delivery counter and the clock; no I/O, no waiting: the mirror waits
+//! on it by the same rule as on its bandwidth limit (`mirror/limits.rs`).
 
 use std::time::{Duration, Instant};
 

@@ -46,6 +46,16 @@ pub enum TopicError {
     Regex(#[from] regex::Error),
 }
 
+impl TopicError {
+    /// Whether asking again can help: a broker's answer may change, a bad regex does not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TopicError::Metadata { .. } | TopicError::Admin { .. } => true,
+            TopicError::Regex(_) => false,
+        }
+    }
+}
+
 /// FNV-1a: a stable hash (std's hasher may change between Rust versions, and ownership must
 /// be the same on every worker of every version).
 pub fn stable_hash(s: &str) -> u64 {

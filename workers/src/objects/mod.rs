@@ -6,13 +6,15 @@
 //! - `plan`: the pure diff (source listing × manifest × target listing → action);
 //! - `manifest`: the per-shard manifest in the site's store, flushed incrementally;
 //! - `copy`: one object's streamed, checksummed, all-or-nothing copy; the bandwidth limit;
-//! - `sync`: one cycle (list, diff, execute under a concurrency limit) and the task loop.
+//! - `sync`: one cycle (list, diff, execute under a concurrency limit) and the task loop;
+//! - `error`: why a cycle stopped ([`SyncError`]), and whether running it again can help.
 //!
 //! A task is (flow, site, shard): it owns the keys whose hash falls in its shard, so several
 //! workers share one huge prefix. It never writes outside `target_prefix` and its own
 //! `.lockstep/` folder, and never deletes unless the flow says `delete = true`.
 
 pub mod copy;
+pub mod error;
 pub mod manifest;
 pub mod plan;
 pub mod store;
@@ -22,28 +24,8 @@ use crate::task::{Task, TaskError, TaskFactory};
 use lockstep_config::{Config, FlowKind, ObjectStore, ObjectsFlow, SourceKind};
 use lockstep_proto as pb;
 
+pub use error::SyncError;
 pub use sync::{CycleReport, Syncer};
-
-/// Why a cycle stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    #[error("flow {flow}: {msg}")]
-    Config { flow: String, msg: String },
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    #[error("list {what}: {source}")]
-    List {
-        what: String,
-        #[source]
-        source: opendal::Error,
-    },
-    #[error("manifest {path}: {msg}")]
-    Manifest { path: String, msg: String },
-    #[error("lease lost: stopped writing")]
-    LeaseLost,
-    #[error("cancelled")]
-    Cancelled,
-}
 
 /// Everything one sync task needs, checked.
 #[derive(Debug, Clone)]

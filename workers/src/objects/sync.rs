@@ -773,8 +773,7 @@ impl SyncTask {
                     ctx.progress.update(|t| t.message = msg);
                 }
                 Err(SyncError::Cancelled) => return Ok(()),
-                Err(SyncError::LeaseLost) => return Err(TaskError::LeaseLost),
-                Err(e) => return Err(TaskError::Failed(e.to_string())),
+                Err(e) => return Err(e.into()),
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

@@ -2,9 +2,11 @@
 //! flow from one source into one site, the task spec the coordinator would send for one of
 //! its slots, and a started task with its cancellation and progress.
 //!
-//! The worker never uses this module; it exists so that the fast tests, the benchmark and the
-//! fault suite describe a mirror the same way.
+//! The worker never uses this module, and it is built only with the `testkit` feature (the
+//! workers' own tests and benchmarks, and the root package's tests, turn it on); it exists so
+//! that the fast tests, the benchmark and the fault suites describe a mirror the same way.
 
+use crate::kafka::{KafkaFactory, MirrorError};
 use crate::metrics::WorkerMetrics;
 use crate::task::{LeaseGuard, Progress, TaskContext, TaskError, TaskFactory};
 use lockstep_proto as pb;
@@ -147,7 +149,7 @@ pub struct RunningTask {
 impl RunningTask {
     /// Creates the task for `spec` and spawns it.
     pub fn start(spec: pb::TaskSpec, metrics: &WorkerMetrics) -> Result<Self, TaskError> {
-        let factory = super::KafkaFactory {
+        let factory = KafkaFactory {
             metrics: metrics.clone(),
         };
         let task = factory.create(&spec)?;
@@ -169,9 +171,10 @@ impl RunningTask {
     /// Cancels the task and waits for it to end; its result.
     pub async fn stop(self) -> Result<(), TaskError> {
         self.cancel.cancel();
-        self.handle
-            .await
-            .map_err(|e| TaskError::Failed(format!("task panicked: {e}")))?
+        self.handle.await.map_err(|source| MirrorError::Aborted {
+            what: "mirror task",
+            source,
+        })?
     }
 }
 
@@ -191,7 +194,7 @@ mod tests {
         .site_property("batch.num.messages", "1000");
         let spec = flow.task_spec(1, 2).expect("valid config");
         assert_eq!(spec.task_id, "f/a/1");
-        let mirror = super::super::MirrorSpec::from_task(&spec).expect("a kafka task");
+        let mirror = crate::kafka::MirrorSpec::from_task(&spec).expect("a kafka task");
         assert_eq!(mirror.source.bootstrap_servers, "127.0.0.1:1");
         assert_eq!(mirror.target.bootstrap_servers, "127.0.0.1:2");
         assert_eq!(
