@@ -9,6 +9,7 @@ mod sync;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lockstep_proto as pb;
+use lockstep_workers::leader::Refusal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -224,44 +225,61 @@ impl AdminConn {
 
     /// One admin call on the active coordinator: each configured address in turn (comma-
     /// separated), following a standby's pointer (`lockstep-leader`) to the leader.
-    async fn call<T, F, Fut>(&self, coordinator: &str, mut f: F) -> Result<T>
+    async fn call<T, F, Fut>(&self, coordinator: &str, f: F) -> Result<T>
     where
-        F: FnMut(AdminClient) -> Fut,
+        F: Fn(AdminClient) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let Ok(mut route) = lockstep_workers::Route::new(coordinator) else {
+            anyhow::bail!("no coordinator address given");
+        };
+        let f = &f;
         let mut last: Option<anyhow::Error> = None;
-        for first in coordinator
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-        {
-            let mut addr = first.to_string();
-            // A standby names the leader; a few hops at most (an election may be under way).
-            for _ in 0..4 {
-                let client = match self.client(&addr).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        last = Some(e);
-                        break;
+        for _ in 0..route.configured() {
+            let answer = lockstep_workers::call_following_leader(
+                &mut route,
+                |addr| {
+                    let addr = addr.to_string();
+                    async move {
+                        let client = self.client(&addr).await;
+                        f(client.map_err(AdminFailure::Unreachable)?)
+                            .await
+                            .map_err(AdminFailure::Refused)
                     }
-                };
-                match f(client).await {
-                    Ok(r) => return Ok(r.into_inner()),
-                    Err(s) => match pb::leader_hint(&s) {
-                        Some(leader) if leader != addr => {
-                            tracing::info!(standby = %addr, leader = %leader, "following the active coordinator");
-                            addr = leader;
-                        }
-                        _ if s.code() == tonic::Code::Unavailable => {
-                            last = Some(refused(s));
-                            break;
-                        }
-                        _ => return Err(refused(s)),
-                    },
+                },
+                |standby, leader| {
+                    tracing::info!(standby = %standby, leader = %leader, "following the active coordinator")
+                },
+            )
+            .await;
+            match answer {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(AdminFailure::Unreachable(e)) => last = Some(e),
+                Err(AdminFailure::Refused(s)) if s.code() == tonic::Code::Unavailable => {
+                    last = Some(refused(s))
                 }
+                Err(AdminFailure::Refused(s)) => return Err(refused(s)),
             }
+            route.next_configured();
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator address given")))
+    }
+}
+
+/// Why an admin call on one address got no answer.
+enum AdminFailure {
+    /// No connection (the next configured address is tried).
+    Unreachable(anyhow::Error),
+    /// The coordinator answered with an error; a standby's names the leader.
+    Refused(tonic::Status),
+}
+
+impl Refusal for AdminFailure {
+    fn leader(&self) -> Option<String> {
+        match self {
+            AdminFailure::Unreachable(_) => None,
+            AdminFailure::Refused(s) => s.leader(),
+        }
     }
 }
 

@@ -3,11 +3,11 @@
 //! what a `${...}` reference produced (the process environment least of all), nor the text of
 //! a reference; a FIFO as `${file:}` is answered at once instead of hanging.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lockstep");
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 /// A liveness guard, not a timing measurement: a run still going after this long is hung.
 const HANG: Duration = Duration::from_secs(20);
@@ -50,40 +50,18 @@ topics = ["t"]
 
 /// Runs lockstep with `args` and the planted variable; (exit code, stdout + stderr). The child
 /// is killed, and the test fails, if it is still running after [`HANG`].
-fn run(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out_path = dir.join("out.txt");
-    let out = std::fs::File::create(&out_path).expect("create the output file");
-    let err = out.try_clone().expect("clone the output file");
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("LOCKSTEP_PLANTED", planted())
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("run lockstep");
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait().expect("wait for lockstep") {
-            Some(status) => break status,
-            None if started.elapsed() > HANG => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "lockstep {args:?} still ran after {HANG:?}:\n{}",
-                    std::fs::read_to_string(&out_path).unwrap_or_default()
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    let output = std::fs::read_to_string(&out_path).expect("read the output");
-    (status.code().unwrap_or(-1), output)
+fn run(args: &[&str]) -> (i32, String) {
+    let planted = planted();
+    let ran = common::run_to_end(
+        args,
+        &[("LOCKSTEP_PLANTED", &planted), ("RUST_LOG", "debug")],
+        HANG,
+    );
+    (ran.code, ran.stdout + &ran.stderr)
 }
 
-fn check(dir: &Path, config: &Path) -> (i32, String) {
-    run(dir, &["config", "check", &config.display().to_string()])
+fn check(config: &Path) -> (i32, String) {
+    run(&["config", "check", &config.display().to_string()])
 }
 
 /// No planted value and no value of this process's environment in `output`. (Values that the
@@ -112,7 +90,7 @@ fn assert_no_environment(what: &str, output: &str, config: &Path) {
 fn the_environment_as_a_file_reference_is_never_printed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = config(dir.path(), "lease_ttl = \"${file:/proc/self/environ}\"", "");
-    let (code, out) = check(dir.path(), &path);
+    let (code, out) = check(&path);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("coordinator.lease_ttl"), "{out}");
     assert!(
@@ -122,10 +100,7 @@ fn the_environment_as_a_file_reference_is_never_printed() {
     assert_no_environment("config check", &out, &path);
 
     // The coordinator's start-up error goes through the same path.
-    let (code, out) = run(
-        dir.path(),
-        &["coordinator", "--config", &path.display().to_string()],
-    );
+    let (code, out) = run(&["coordinator", "--config", &path.display().to_string()]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("coordinator.lease_ttl"), "{out}");
     assert_no_environment("coordinator start-up", &out, &path);
@@ -135,7 +110,7 @@ fn the_environment_as_a_file_reference_is_never_printed() {
 fn an_invalid_value_from_the_environment_is_not_printed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = config(dir.path(), "lease_ttl = \"${LOCKSTEP_PLANTED}\"", "");
-    let (code, out) = check(dir.path(), &path);
+    let (code, out) = check(&path);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("coordinator.lease_ttl: the value from a reference `${NAME}`"),
@@ -155,7 +130,7 @@ fn a_fifo_as_a_file_reference_is_refused_at_once() {
     assert!(made.success(), "mkfifo failed");
     // Nothing ever writes to it: a blocking open would hang `config check`.
     let path = config(dir.path(), "", "druid.password = \"${file:password.fifo}\"");
-    let (code, out) = check(dir.path(), &path);
+    let (code, out) = check(&path);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(
@@ -177,7 +152,7 @@ fn a_malformed_reference_in_a_password_is_not_quoted_back() {
         "",
         "druid.password = \"pw-${hunter2-planted}-x\"",
     );
-    let (code, out) = check(dir.path(), &path);
+    let (code, out) = check(&path);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("sites[0].druid.password: reference #1 is malformed"),

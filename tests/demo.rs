@@ -5,136 +5,13 @@
 
 mod common;
 
-use common::{http_get, wait_for, BIN};
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use common::demo::Demo;
+use common::http_get;
+use std::time::Duration;
 
-/// A running demo: its stdout lines as they come, killed on drop if still running.
-struct Demo {
-    child: Option<Child>,
-    lines: Arc<Mutex<Vec<String>>>,
-    endpoints: std::path::PathBuf,
-    stderr: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Demo {
-    fn start(duration: &str) -> Demo {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let endpoints = dir.path().join("endpoints.json");
-        let stderr = dir.path().join("stderr.log");
-        let mut child = Command::new(BIN)
-            .args([
-                "demo",
-                "--duration",
-                duration,
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--endpoints-file")
-            .arg(&endpoints)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("start lockstep demo");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().expect("stdout");
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
-                match line {
-                    Ok(l) => sink.lock().expect("lines").push(l),
-                    Err(_) => break,
-                }
-            }
-        });
-        Demo {
-            child: Some(child),
-            lines,
-            endpoints,
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    fn output(&self) -> String {
-        let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        format!(
-            "stdout:\n{}\nstderr:\n{stderr}",
-            self.lines.lock().expect("lines").join("\n")
-        )
-    }
-
-    fn has_line(&self, f: impl Fn(&str) -> bool) -> bool {
-        self.lines.lock().expect("lines").iter().any(|l| f(l))
-    }
-
-    fn position(&self, f: impl Fn(&str) -> bool) -> Option<usize> {
-        self.lines.lock().expect("lines").iter().position(|l| f(l))
-    }
-
-    /// Waits for a stdout line, failing with the output so far.
-    fn wait_line(&self, within: Duration, what: &str, f: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + within;
-        while !self.has_line(&f) {
-            assert!(
-                Instant::now() < deadline,
-                "no {what} within {within:?}\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The endpoints file, once written.
-    fn endpoints(&self) -> serde_json::Value {
-        wait_for(Duration::from_secs(60), "the endpoints file", || {
-            self.endpoints.exists()
-        });
-        let text = std::fs::read_to_string(&self.endpoints).expect("read endpoints");
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("endpoints JSON: {e}: {text}"))
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args([&format!("-{sig}"), &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the exit (bounded) and returns its code.
-    fn wait_exit(&mut self, within: Duration) -> i32 {
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(200));
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the demo did not exit within {within:?}\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// `lockstep demo --duration <duration>` with warnings only on its log.
+fn start(duration: &str) -> Demo {
+    Demo::start(&[], &["--duration", duration], "warn")
 }
 
 fn str_of<'a>(v: &'a serde_json::Value, what: &str) -> &'a str {
@@ -170,8 +47,8 @@ fn mirrored_in(line: &str, site: &str) -> Option<u64> {
 
 #[test]
 fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
-    let mut demo = Demo::start("45s");
-    let ep = demo.endpoints();
+    let mut demo = start("45s");
+    let ep = demo.endpoints(Duration::from_secs(60));
 
     // The contract's keys, every address reachable while the demo runs.
     let http = str_of(&ep["coordinator_http"], "coordinator_http").to_string();
@@ -296,7 +173,7 @@ fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
     // Runs to --duration, then stops cleanly.
     let code = demo.wait_exit(Duration::from_secs(90));
     assert_eq!(code, 0, "exit code\n{}", demo.output());
-    let lines = demo.lines.lock().expect("lines").clone();
+    let lines = demo.lines();
     assert_eq!(
         lines.last().map(String::as_str),
         Some("demo finished"),
@@ -333,14 +210,14 @@ fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
 
 #[test]
 fn demo_stops_cleanly_on_sigterm() {
-    let mut demo = Demo::start("5m");
-    let ep = demo.endpoints();
+    let mut demo = start("5m");
+    let ep = demo.endpoints(Duration::from_secs(60));
     let http = str_of(&ep["coordinator_http"], "coordinator_http").to_string();
     // Mid-run: the first drift poll is out and the load is running.
     demo.wait_line(Duration::from_secs(60), "a drift line", |l| {
         l.starts_with("drift: clicks ")
     });
-    demo.signal("TERM");
+    demo.proc.signal("TERM");
     let code = demo.wait_exit(Duration::from_secs(60));
     assert_eq!(code, 0, "exit code after SIGTERM\n{}", demo.output());
     assert!(

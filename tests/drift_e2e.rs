@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{http_get, Cluster, BIN};
+use common::{http_get, wait_until, Cluster, BIN};
 use lockstep_sim::loadgen::{self, LoadSpec};
 use lockstep_sim::{Emulator, EmulatorConfig};
 use rdkafka::mocking::MockCluster;
@@ -48,18 +48,6 @@ async fn emulator(bootstrap: &str) -> Emulator {
     })
     .await
     .expect("emulator")
-}
-
-/// Polls `f` every 100 ms until it is true, or panics after `within` with `what`.
-async fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Sum of the supervisor's `latestOffsets` (the site topic's end): what the mirror delivered.

@@ -5,77 +5,15 @@
 
 mod common;
 
-use common::BIN;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use common::demo::Demo;
+use std::time::Duration;
 
 /// Runs the demo with `format`, returns its stderr lines up to (and including) the first line
 /// `accept` takes, then stops it with SIGTERM and checks that it exits 0.
 fn demo_logs_until(format: &str, accept: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut child = Command::new(BIN)
-        .args([
-            "--log-format",
-            format,
-            "demo",
-            "--duration",
-            "120s",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the demo");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut lines = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let done = accept(&line);
-                lines.push(line);
-                if done {
-                    break;
-                }
-            }
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "no matching log line within 90 s; stderr so far:\n{}",
-                    lines.join("\n")
-                );
-            }
-        }
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the demo did not stop within 30 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut demo = Demo::start(&["--log-format", format], &["--duration", "120s"], "info");
+    let lines = demo.log_until(Duration::from_secs(90), accept);
+    let exit = demo.proc.terminate(Duration::from_secs(30));
     assert!(exit.success(), "demo exit: {exit}");
     lines
 }

@@ -826,30 +826,9 @@ fn promtool_checks_the_rules_and_proves_each_alert_fires() {
 // ------------------------------------------------------------------------------------------
 
 struct Demo {
-    proc: Mutex<Proc>,
+    demo: common::demo::Demo,
     coordinator: String,
     workers: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let mut p = self.proc.lock().unwrap_or_else(|e| e.into_inner());
-        // SIGTERM for a clean stop (its temp folders go), bounded, then SIGKILL.
-        if let Some(c) = p.child.as_mut() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        p.kill();
-    }
 }
 
 /// The demo, started by whichever test comes first and stopped when the last one using it
@@ -866,37 +845,9 @@ fn demo() -> Arc<Demo> {
 }
 
 fn start_demo() -> Demo {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let endpoints = dir.path().join("endpoints.json");
-    let ep = endpoints.to_string_lossy().into_owned();
     // Long enough for both tests; stopped as soon as they are done.
-    let proc = Proc::spawn(
-        "demo",
-        &[
-            "demo",
-            "--duration",
-            "600s",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--endpoints-file",
-            &ep,
-        ],
-        dir.path(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let value: Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&endpoints) {
-            if let Ok(v) = serde_json::from_str(&text) {
-                break v;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the demo wrote no endpoints file within 120 s; its log:\n{}",
-            proc.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let demo = common::demo::Demo::start(&[], &["--duration", "600s"], "info");
+    let value = demo.endpoints(Duration::from_secs(120));
     let coordinator = value["coordinator_http"]
         .as_str()
         .unwrap_or_else(|| panic!("endpoints file without coordinator_http: {value}"))
@@ -912,16 +863,15 @@ fn start_demo() -> Demo {
         "endpoints file without worker_metrics: {value}"
     );
     Demo {
-        proc: Mutex::new(proc),
+        demo,
         coordinator,
         workers,
-        _dir: dir,
     }
 }
 
 impl Demo {
     fn log(&self) -> String {
-        self.proc.lock().map(|p| p.log_text()).unwrap_or_default()
+        self.demo.output()
     }
 }
 

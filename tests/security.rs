@@ -1361,31 +1361,13 @@ async fn hostile_worker_ids_are_refused_and_plaintext_stays_on_loopback() {
         .collect();
     let config = cluster.dir.path().join("exposed.toml");
     std::fs::write(&config, exposed).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["coordinator", "--config", &config.display().to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("a plaintext coordinator on 0.0.0.0 kept running");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(!status.success());
+    let ran = run_to_end(
+        &["coordinator", "--config", &config.display().to_string()],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_ne!(ran.code, 0, "a plaintext coordinator on 0.0.0.0 started");
+    let err = ran.stderr;
     assert!(
         err.contains("is not a loopback address") && err.contains("trusted_network"),
         "{err}"

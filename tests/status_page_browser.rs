@@ -9,17 +9,14 @@
 
 mod common;
 
-use common::{free_port, http_get, wait_for, Proc, BIN};
+use common::demo::Demo;
+use common::{free_port, http_get, program, wait_for, Proc, BIN};
 use fantoccini::{ClientBuilder, Locator};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// When the demo injects its fault: late enough that the test has loaded the page in sync.
 const FAULT_AFTER: &str = "50s";
-
-fn program(env: &str, default: &str) -> String {
-    std::env::var(env).unwrap_or_else(|_| default.to_string())
-}
 
 /// Where screenshots are kept: `<target>/test-artifacts/`.
 fn artifacts() -> PathBuf {
@@ -59,29 +56,12 @@ async fn page_verdict(client: &fantoccini::Client, datasource: &str, site: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_shows_the_injected_fault_in_headless_chromium() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoints = dir.path().join("endpoints.json");
-    let endpoints_arg = endpoints.display().to_string();
-    let mut demo = Proc::spawn(
-        "demo",
-        &[
-            "demo",
-            "--duration",
-            "150s",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--fault-after",
-            FAULT_AFTER,
-            "--endpoints-file",
-            &endpoints_arg,
-        ],
-        dir.path(),
+    let mut demo = Demo::start(
+        &[],
+        &["--duration", "150s", "--fault-after", FAULT_AFTER],
+        "info",
     );
-    wait_for(Duration::from_secs(60), "the demo's endpoints file", || {
-        endpoints.exists()
-    });
-    let ep: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&endpoints).expect("endpoints"))
-            .expect("endpoints JSON");
+    let ep = demo.endpoints(Duration::from_secs(60));
     let http = format!(
         "http://{}",
         ep["coordinator_http"].as_str().expect("coordinator_http")
@@ -174,7 +154,7 @@ async fn status_page_shows_the_injected_fault_in_headless_chromium() {
             started.elapsed() < Duration::from_secs(90),
             "the page still shows {verdict:?} for {ds} at {site}; the API says {:?}; demo log:\n{}",
             api_verdict(&http, &ds),
-            demo.log_text()
+            demo.output()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
         verdict = page_verdict(&client, &ds, &site).await;
@@ -213,10 +193,10 @@ async fn status_page_shows_the_injected_fault_in_headless_chromium() {
     println!("screenshot: {}", path.display());
     client.close().await.expect("close the browser");
 
-    let status = demo.terminate(Duration::from_secs(30));
+    let status = demo.proc.terminate(Duration::from_secs(30));
     assert!(
         status.success(),
         "demo exit: {status}; log:\n{}",
-        demo.log_text()
+        demo.output()
     );
 }

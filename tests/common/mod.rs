@@ -1,7 +1,10 @@
-//! Test harness: starts real `lockstep` processes on loopback with free ports, and kills them
-//! when dropped. Shared by the integration tests in this folder.
+//! Test harness: starts real `lockstep` processes and the test servers (tansu, moto, azurite,
+//! the demo) on loopback with free ports, and kills them when dropped. Every integration test
+//! in this folder uses it (`mod common;`); each compiles its own copy, hence the
+//! `allow(dead_code)` for the helpers a test does not use.
 #![allow(dead_code)]
 
+pub mod demo;
 pub mod kafka;
 
 use lockstep_proto as pb;
@@ -21,11 +24,25 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// A child process killed (SIGKILL) on drop unless already stopped.
+/// A child process killed (SIGKILL) on drop unless already stopped; with
+/// [`Proc::stop_on_drop`], given a SIGTERM and some time first.
 pub struct Proc {
     pub name: String,
     pub child: Option<Child>,
+    /// Its stderr, and its stdout unless that goes to [`Proc::out`].
     pub log: PathBuf,
+    /// Its stdout, when kept apart from the log ([`Stdout::Apart`]).
+    pub out: Option<PathBuf>,
+    /// How long a SIGTERM on drop may take before the SIGKILL (None: SIGKILL at once).
+    pub stop_on_drop: Option<Duration>,
+}
+
+/// Where a [`Proc`]'s stdout goes.
+pub enum Stdout {
+    /// Into its log, with stderr.
+    Log,
+    /// Into `<log_dir>/<name>.out` ([`Proc::lines`]).
+    Apart,
 }
 
 impl Proc {
@@ -42,25 +59,36 @@ impl Proc {
         envs: &[(&str, &str)],
         log_dir: &Path,
     ) -> Proc {
-        Self::spawn_in(name, program, args, envs, None, log_dir)
+        Self::spawn_in(name, program, args, envs, None, Stdout::Log, log_dir)
     }
 
-    /// [`Proc::spawn_cmd`] in a working directory.
+    /// [`Proc::spawn_cmd`] in a working directory (`cwd`), its stdout where `stdout` says.
     pub fn spawn_in(
         name: &str,
         program: &str,
         args: &[&str],
         envs: &[(&str, &str)],
         cwd: Option<&Path>,
+        stdout: Stdout,
         log_dir: &Path,
     ) -> Proc {
+        let append = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("log file")
+        };
         let log = log_dir.join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let err = out.try_clone().expect("log file");
+        let err = append(&log);
+        let out_path = match stdout {
+            Stdout::Log => None,
+            Stdout::Apart => Some(log_dir.join(format!("{name}.out"))),
+        };
+        let out = match &out_path {
+            Some(path) => append(path),
+            None => err.try_clone().expect("log file"),
+        };
         let mut cmd = Command::new(program);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
@@ -79,7 +107,16 @@ impl Proc {
             name: name.to_string(),
             child: Some(child),
             log,
+            out: out_path,
+            stop_on_drop: None,
         }
+    }
+
+    /// A SIGTERM on drop, and up to `within` for a clean exit (its temporary files go), before
+    /// the SIGKILL.
+    pub fn stop_on_drop(mut self, within: Duration) -> Proc {
+        self.stop_on_drop = Some(within);
+        self
     }
 
     pub fn pid(&self) -> i32 {
@@ -105,6 +142,12 @@ impl Proc {
     /// SIGTERM, then wait for a clean exit (bounded).
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         self.signal("TERM");
+        self.wait_exit(within, "after SIGTERM")
+    }
+
+    /// Waits for the exit; after `within` the process is killed and the test fails with its
+    /// output (`what` says what it was waited for after, in the message).
+    pub fn wait_exit(&mut self, within: Duration, what: &str) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
         let deadline = Instant::now() + within;
         loop {
@@ -115,9 +158,9 @@ impl Proc {
                 let _ = c.kill();
                 let _ = c.wait();
                 panic!(
-                    "{} did not exit within {within:?} of SIGTERM; log: {}",
+                    "{} did not exit within {within:?} ({what}); log: {}",
                     self.name,
-                    self.log_text()
+                    self.output()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -127,10 +170,52 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The lines written to stdout so far ([`Stdout::Apart`]).
+    pub fn lines(&self) -> Vec<String> {
+        complete_lines(
+            self.out
+                .as_ref()
+                .expect("stdout kept apart (Stdout::Apart)"),
+        )
+    }
+
+    /// The lines written to the log so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        complete_lines(&self.log)
+    }
+
+    /// Everything it wrote, for a failure message: the log, and stdout when kept apart.
+    pub fn output(&self) -> String {
+        match &self.out {
+            None => self.log_text(),
+            Some(out) => format!(
+                "stdout:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(out).unwrap_or_default(),
+                self.log_text()
+            ),
+        }
+    }
+}
+
+/// The whole lines of a file still being written (a line without its newline yet is left out).
+fn complete_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(str::to_string).collect()
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if let (Some(within), Some(c)) = (self.stop_on_drop, self.child.as_mut()) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + within;
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         self.kill();
     }
 }
@@ -438,6 +523,44 @@ pub fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_for`] in async code: polls `f` every 50 ms without blocking the runtime.
+pub async fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A program the test servers need: `$<env>` when set, else `default` (found on PATH, where
+/// tests/run.sh installs it).
+pub fn program(env: &str, default: &str) -> String {
+    std::env::var(env).unwrap_or_else(|_| default.to_string())
+}
+
+/// What a run of `lockstep` to its end printed.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `lockstep <args>` (with `envs` added) to its end. A run still going after `within` is
+/// hung: it is killed and the test fails with its output.
+pub fn run_to_end(args: &[&str], envs: &[(&str, &str)], within: Duration) -> Ran {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proc = Proc::spawn_in("lockstep", BIN, args, envs, None, Stdout::Apart, dir.path());
+    let status = proc.wait_exit(within, &format!("lockstep {args:?}"));
+    Ran {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(dir.path().join("lockstep.out")).unwrap_or_default(),
+        stderr: proc.log_text(),
+    }
+}
+
 /// A minimal blocking HTTP/1.0 GET: (status code, body). Written by hand so that the harness
 /// can poll readiness from sync code without an HTTP client runtime.
 pub fn http_get(base: &str, path: &str) -> std::io::Result<(u16, String)> {
@@ -634,6 +757,8 @@ impl Tansu {
                 name: name.to_string(),
                 child: None,
                 log: log_dir.join(format!("{name}.log")),
+                out: None,
+                stop_on_drop: None,
             },
             port,
             storage: storage.to_string(),
@@ -668,6 +793,7 @@ impl Tansu {
             ],
             &envs,
             self.data_dir.as_deref(),
+            Stdout::Log,
             &self.log_dir,
         )
     }

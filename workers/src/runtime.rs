@@ -10,13 +10,14 @@
 //! - Refused as unknown or stale (fenced), the worker stops everything and joins again.
 //! - On shutdown every task stops cleanly, then the worker leaves, so its tasks move at once.
 //!
-//! Finding the coordinator ([`Route`]): the worker calls the configured address (or each of a
-//! comma-separated list in turn). A standby coordinator refuses with UNAVAILABLE and names the
-//! active one in the `lockstep-leader` metadata; the worker follows it at once, with its
-//! session unchanged (every coordinator of a region shares the state, so the new leader
+//! Finding the coordinator ([`crate::leader`]): the worker calls the configured address (or
+//! each of a comma-separated list in turn). A standby coordinator refuses with UNAVAILABLE and
+//! names the active one in the `lockstep-leader` metadata; every call follows it at once, with
+//! the session unchanged (every coordinator of a region shares the state, so the new leader
 //! knows the session). When the followed address stops answering, the worker goes back to the
 //! configured ones.
 
+use crate::leader::{call_following_leader, Route};
 use crate::metrics::WorkerMetrics;
 use crate::task::{LeaseGuard, Progress, TaskContext, TaskError, TaskFactory};
 use backon::BackoffBuilder;
@@ -34,8 +35,6 @@ use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("invalid coordinator address \"{url}\": {message}")]
-    BadAddress { url: String, message: String },
     #[error(transparent)]
     Client(#[from] crate::tls::ClientError),
 }
@@ -69,6 +68,14 @@ pub struct Worker {
     opts: WorkerOptions,
     factories: HashMap<&'static str, Arc<dyn TaskFactory>>,
     metrics: WorkerMetrics,
+}
+
+/// The client for the coordinator address in use (it connects lazily).
+struct Client {
+    /// The address it was last built for (or tried to be: a failed rebuild keeps the old
+    /// client, and is tried again only when the route moves again).
+    addr: String,
+    inner: WorkerServiceClient<Channel>,
 }
 
 /// Lease timing as the coordinator announced it at join.
@@ -112,58 +119,63 @@ impl Worker {
         c
     }
 
-    /// A lazily connecting client for the route's current address, TLS files read now.
-    fn client(&self, route: &Route) -> Result<WorkerServiceClient<Channel>, WorkerError> {
-        let endpoint = self
-            .opts
-            .tls
-            .endpoint(route.current(), Duration::from_secs(10))?;
-        Ok(WorkerServiceClient::new(endpoint.connect_lazy()))
+    /// A lazily connecting client for `addr`, TLS files read now.
+    fn connect(&self, addr: &str) -> Result<Client, WorkerError> {
+        let endpoint = self.opts.tls.endpoint(addr, Duration::from_secs(10))?;
+        Ok(Client {
+            addr: addr.to_string(),
+            inner: WorkerServiceClient::new(endpoint.connect_lazy()),
+        })
     }
 
-    /// Rebuilds the client after the route changed (or to reread the TLS files); a failure
+    /// Rebuilds the client for `addr` (the route moved, or to reread the TLS files); a failure
     /// keeps the old client.
-    fn reconnect(&self, route: &Route, client: &mut WorkerServiceClient<Channel>) {
-        match self.client(route) {
+    fn reconnect(&self, addr: &str, client: &mut Client) {
+        match self.connect(addr) {
             Ok(c) => *client = c,
             Err(e) => {
-                tracing::error!(worker = %self.opts.worker_id, coordinator = %route.current(), error = %e, "cannot rebuild the coordinator connection")
+                client.addr = addr.to_string();
+                tracing::error!(worker = %self.opts.worker_id, coordinator = %addr, error = %e, "cannot rebuild the coordinator connection")
             }
         }
     }
 
-    /// Follows a standby's pointer to the active coordinator, if the refusal carries one.
-    /// True when the route changed (call again at once).
-    fn follow(
-        &self,
-        status: &tonic::Status,
-        route: &mut Route,
-        client: &mut WorkerServiceClient<Channel>,
-    ) -> bool {
-        let Some(leader) = lockstep_proto::leader_hint(status) else {
-            return false;
-        };
-        if !route.follow(leader) {
-            return false;
+    /// The client to call `addr` with: the one in use, rebuilt first when the route moved.
+    fn client_for(&self, addr: &str, client: &mut Client) -> WorkerServiceClient<Channel> {
+        if client.addr != addr {
+            self.reconnect(addr, client);
         }
-        tracing::info!(worker = %self.opts.worker_id, coordinator = %route.current(), "a standby named the active coordinator: following it");
+        client.inner.clone()
+    }
+
+    /// A standby named the active coordinator: the route follows it.
+    fn followed(&self, leader: &str) {
+        tracing::info!(worker = %self.opts.worker_id, coordinator = %leader, "a standby named the active coordinator: following it");
         self.metrics.coordinator_redirects.inc();
-        self.reconnect(route, client);
-        true
     }
 
     /// After a call that got no answer: the next configured address (or the same one again).
-    fn fail_over(&self, route: &mut Route, client: &mut WorkerServiceClient<Channel>) {
+    fn fail_over(&self, route: &mut Route, client: &mut Client) {
         if route.advance() {
             tracing::info!(worker = %self.opts.worker_id, coordinator = %route.current(), "trying the next coordinator address");
-            self.reconnect(route, client);
+            self.reconnect(route.current(), client);
+        }
+    }
+
+    fn join_request(&self) -> pb::JoinRequest {
+        pb::JoinRequest {
+            worker_id: self.opts.worker_id.clone(),
+            capabilities: self.capabilities(),
+            capacity: self.opts.capacity,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            hostname: self.opts.hostname.clone(),
         }
     }
 
     /// Runs until `shutdown` fires, then stops every task and leaves.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let mut route = Route::new(&self.opts.coordinator)?;
-        let mut client = self.client(&route)?;
+        let mut client = self.connect(route.current())?;
         let (lease_tx, lease_rx) = watch::channel(Instant::now());
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut stopping: HashMap<String, JoinHandle<()>> = HashMap::new();
@@ -176,20 +188,23 @@ impl Worker {
                 .with_max_delay(Duration::from_secs(10))
                 .without_max_times()
                 .build();
-            let mut hops = 0;
             let (mut generation, lease) = loop {
                 if shutdown.is_cancelled() {
                     break 'session;
                 }
-                let sent = Instant::now();
-                let req = pb::JoinRequest {
-                    worker_id: self.opts.worker_id.clone(),
-                    capabilities: self.capabilities(),
-                    capacity: self.opts.capacity,
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                    hostname: self.opts.hostname.clone(),
-                };
-                match client.join(req).await {
+                let mut sent = Instant::now();
+                let joined = call_following_leader(
+                    &mut route,
+                    |addr| {
+                        sent = Instant::now();
+                        let mut c = self.client_for(addr, &mut client);
+                        let req = self.join_request();
+                        async move { c.join(req).await }
+                    },
+                    |_, leader| self.followed(leader),
+                )
+                .await;
+                match joined {
                     Ok(resp) => {
                         let r = resp.into_inner();
                         let lease = Lease {
@@ -218,18 +233,13 @@ impl Worker {
                         break (r.generation, lease);
                     }
                     Err(status) => {
-                        if hops < MAX_HOPS && self.follow(&status, &mut route, &mut client) {
-                            hops += 1;
-                            continue;
-                        }
-                        hops = 0;
                         let delay = delays.next().unwrap_or(Duration::from_secs(10));
                         tracing::warn!(worker = %self.opts.worker_id, coordinator = %route.current(), code = ?status.code(), error = %status.message(), retry_in = ?delay, "join failed");
                         // A new connection (the next address, if there are several), with
                         // the TLS files read again (they may have been rotated); a file that
                         // no longer loads keeps the old one.
                         route.advance();
-                        self.reconnect(&route, &mut client);
+                        self.reconnect(route.current(), &mut client);
                         tokio::select! {
                             _ = shutdown.cancelled() => break 'session,
                             _ = tokio::time::sleep(delay) => {}
@@ -239,18 +249,11 @@ impl Worker {
             };
 
             // Heartbeat until refused or shut down.
-            let mut retry_now = false;
-            let mut follows = 0;
             loop {
                 let deadline = *lease_rx.borrow();
-                let wait = if std::mem::take(&mut retry_now) {
-                    Duration::ZERO
-                } else {
-                    lease.heartbeat
-                };
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'session,
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::time::sleep(lease.heartbeat) => {}
                     _ = tokio::time::sleep_until(deadline.into()), if !running.is_empty() => {}
                 }
                 if Instant::now() >= *lease_rx.borrow() && !running.is_empty() {
@@ -258,20 +261,34 @@ impl Worker {
                     self.metrics.lease_lost.inc();
                     self.stop_tasks(&mut running, None).await;
                 }
-                let sent = Instant::now();
-                let req = pb::HeartbeatRequest {
-                    worker_id: self.opts.worker_id.clone(),
-                    generation,
-                    tasks: running.values().map(|r| r.progress.snapshot()).collect(),
-                };
-                let result = tokio::time::timeout(
-                    lease.heartbeat.max(Duration::from_secs(1)),
-                    client.heartbeat(req),
+                let mut sent = Instant::now();
+                let within = lease.heartbeat.max(Duration::from_secs(1));
+                let answer = call_following_leader(
+                    &mut route,
+                    |addr| {
+                        sent = Instant::now();
+                        let mut c = self.client_for(addr, &mut client);
+                        let req = pb::HeartbeatRequest {
+                            worker_id: self.opts.worker_id.clone(),
+                            generation,
+                            tasks: running.values().map(|r| r.progress.snapshot()).collect(),
+                        };
+                        // A timeout is no refusal (nothing to follow): `Ok(None)`.
+                        async move {
+                            match tokio::time::timeout(within, c.heartbeat(req)).await {
+                                Ok(answer) => answer.map(Some),
+                                Err(_) => Ok(None),
+                            }
+                        }
+                    },
+                    |_, leader| {
+                        self.metrics.heartbeats.with_label_values(&["error"]).inc();
+                        self.followed(leader);
+                    },
                 )
                 .await;
-                match result {
-                    Ok(Ok(resp)) => {
-                        follows = 0;
+                match answer {
+                    Ok(Some(resp)) => {
                         let r = resp.into_inner();
                         self.metrics.heartbeats.with_label_values(&["ok"]).inc();
                         generation = r.generation;
@@ -290,7 +307,7 @@ impl Worker {
                                 .await;
                         }
                     }
-                    Ok(Err(status))
+                    Err(status)
                         if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) =>
                     {
                         self.metrics
@@ -302,21 +319,14 @@ impl Worker {
                         self.renew(&lease_tx, Instant::now());
                         continue 'session;
                     }
-                    Ok(Err(status)) => {
+                    Err(status) => {
                         self.metrics.heartbeats.with_label_values(&["error"]).inc();
-                        if follows < MAX_HOPS && self.follow(&status, &mut route, &mut client) {
-                            // The session stays: the active coordinator shares the state.
-                            follows += 1;
-                            retry_now = true;
-                            continue;
-                        }
-                        follows = 0;
                         tracing::warn!(worker = %self.opts.worker_id, coordinator = %route.current(), code = ?status.code(), error = %status.message(), "heartbeat failed");
                         if status.code() == Code::Unavailable {
                             self.fail_over(&mut route, &mut client);
                         }
                     }
-                    Err(_) => {
+                    Ok(None) => {
                         self.metrics.heartbeats.with_label_values(&["error"]).inc();
                         tracing::warn!(worker = %self.opts.worker_id, coordinator = %route.current(), "heartbeat timed out");
                         self.fail_over(&mut route, &mut client);
@@ -343,19 +353,30 @@ impl Worker {
                 generation,
             };
             // A refused or failed leave only means the tasks move after lease expiry instead.
-            let mut result =
-                tokio::time::timeout(Duration::from_secs(3), client.leave(req.clone())).await;
-            if let Ok(Err(status)) = &result {
-                if self.follow(status, &mut route, &mut client) {
-                    result = tokio::time::timeout(Duration::from_secs(3), client.leave(req)).await;
-                }
-            }
+            let result = call_following_leader(
+                &mut route,
+                |addr| {
+                    let mut c = self.client_for(addr, &mut client);
+                    let req = req.clone();
+                    // A timeout is no refusal (nothing to follow): `Ok(None)`.
+                    async move {
+                        match tokio::time::timeout(Duration::from_secs(3), c.leave(req)).await {
+                            Ok(answer) => answer.map(Some),
+                            Err(_) => Ok(None),
+                        }
+                    }
+                },
+                |_, leader| self.followed(leader),
+            )
+            .await;
             match result {
-                Ok(Ok(_)) => tracing::info!(worker = %self.opts.worker_id, "left the coordinator"),
-                Ok(Err(s)) => {
+                Ok(Some(_)) => {
+                    tracing::info!(worker = %self.opts.worker_id, "left the coordinator")
+                }
+                Err(s) => {
                     tracing::warn!(worker = %self.opts.worker_id, error = %s.message(), "leave refused")
                 }
-                Err(_) => tracing::warn!(worker = %self.opts.worker_id, "leave timed out"),
+                Ok(None) => tracing::warn!(worker = %self.opts.worker_id, "leave timed out"),
             }
         }
         Ok(())
@@ -468,7 +489,7 @@ impl Worker {
     async fn release(
         &self,
         route: &mut Route,
-        client: &mut WorkerServiceClient<Channel>,
+        client: &mut Client,
         generation: u64,
         task_ids: Vec<String>,
     ) {
@@ -479,83 +500,22 @@ impl Worker {
         };
         // If the release is lost, the coordinator hands the tasks on after lease expiry
         // instead; the next heartbeat lists them as revoked again and we release once more.
-        let mut result = client.release(req.clone()).await;
-        if let Err(status) = &result {
-            if self.follow(status, route, client) {
-                result = client.release(req).await;
-            }
-        }
+        let result = call_following_leader(
+            route,
+            |addr| {
+                let mut c = self.client_for(addr, client);
+                let req = req.clone();
+                async move { c.release(req).await }
+            },
+            |_, leader| self.followed(leader),
+        )
+        .await;
         match result {
             Ok(_) => tracing::info!(worker = %self.opts.worker_id, tasks = ?task_ids, "released"),
             Err(s) => {
                 tracing::warn!(worker = %self.opts.worker_id, error = %s.message(), "release failed")
             }
         }
-    }
-}
-
-/// Standby redirects followed in a row before a join backs off (a standby naming a leader
-/// that itself names another is an election in progress).
-const MAX_HOPS: u32 = 3;
-
-/// Where the worker sends its calls: one of the configured addresses, or the active
-/// coordinator a standby named.
-#[derive(Debug)]
-pub struct Route {
-    configured: Vec<String>,
-    index: usize,
-    /// The address a standby named, while we follow it.
-    followed: Option<String>,
-}
-
-impl Route {
-    /// `list`: one address or several separated by commas.
-    pub fn new(list: &str) -> Result<Self, WorkerError> {
-        let configured: Vec<String> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(str::to_string)
-            .collect();
-        if configured.is_empty() {
-            return Err(WorkerError::BadAddress {
-                url: list.to_string(),
-                message: "no coordinator address given".to_string(),
-            });
-        }
-        Ok(Route {
-            configured,
-            index: 0,
-            followed: None,
-        })
-    }
-
-    pub fn current(&self) -> &str {
-        self.followed
-            .as_deref()
-            .unwrap_or(&self.configured[self.index])
-    }
-
-    /// Goes to `leader`; false when already there.
-    pub fn follow(&mut self, leader: String) -> bool {
-        if self.current() == leader {
-            return false;
-        }
-        self.followed = Some(leader);
-        true
-    }
-
-    /// Leaves a followed address for the configured ones, or moves to the next configured
-    /// address; false when that is the address already in use (one configured, none followed).
-    pub fn advance(&mut self) -> bool {
-        if self.followed.take().is_some() {
-            return true;
-        }
-        if self.configured.len() == 1 {
-            return false;
-        }
-        self.index = (self.index + 1) % self.configured.len();
-        true
     }
 }
 
@@ -620,29 +580,5 @@ async fn supervise(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn route_follows_a_leader_and_falls_back_to_the_configured_addresses() {
-        let mut r = Route::new("http://a:7400, http://b:7400").expect("route");
-        assert_eq!(r.current(), "http://a:7400");
-        assert!(r.follow("http://leader:7400".into()));
-        assert!(!r.follow("http://leader:7400".into()), "already there");
-        assert_eq!(r.current(), "http://leader:7400");
-        assert!(r.advance(), "back to the configured address in use");
-        assert_eq!(r.current(), "http://a:7400");
-        assert!(r.advance());
-        assert_eq!(r.current(), "http://b:7400");
-        assert!(r.advance());
-        assert_eq!(r.current(), "http://a:7400");
-
-        let mut one = Route::new("http://a:7400").expect("route");
-        assert!(!one.advance(), "one address: nowhere else to go");
-        assert!(Route::new(" , ").is_err());
     }
 }
