@@ -98,6 +98,26 @@ async fn assignment_spreads_fails_over_and_survives_restarts() {
     tokio::time::sleep(Duration::from_millis(TTL_MS + MARGIN_MS + HB_MS)).await;
     let later = cluster.assignment().await;
     assert_eq!(later, after_join, "still the same one lease later");
+    // And the workers were answered all along: the restarted coordinator's first write (its
+    // takeover fence) covers the steady heartbeats, which change nothing and so write nothing.
+    let (_, metrics) = http_get(&cluster.http, "/metrics").expect("metrics");
+    let answered = |code: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "lockstep_coordinator_grpc_requests_total{{code=\"{code}\",method=\"Heartbeat\"}}"
+                ))
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        answered("OK") >= 6.0 && answered("Unavailable") == 0.0,
+        "heartbeats after the restart: {} answered, {} refused",
+        answered("OK"),
+        answered("Unavailable")
+    );
     assert!(
         cluster.status().await.generation >= generation_before,
         "generation never goes back"

@@ -141,15 +141,31 @@ impl Shared {
         if written.epoch == point.epoch && written.version >= point.version {
             return Ok(());
         }
-        let staged = self.writes.latest().take();
-        let Some(staged) = staged.filter(|s| s.point.epoch == point.epoch) else {
-            // Staged under another leadership (stepped down, or down and up again in between):
-            // this state was never written and must not be answered with.
-            return Err(StateError::NotLeading);
-        };
+        // A call of an earlier leadership (stepped down, or down and up again in between), or
+        // one made while not leading: what it saw may never be written; it must not answer.
         if self.leadership.epoch() != point.epoch || !self.leadership.is_leading(Instant::now()) {
             return Err(StateError::NotLeading);
         }
+        let staged = {
+            let mut latest = self.writes.latest();
+            // Staged under an earlier leadership: never to be written (this leadership began
+            // with a fence write of the state it restored).
+            if latest
+                .as_ref()
+                .is_some_and(|s| s.point.epoch != point.epoch)
+            {
+                *latest = None;
+            }
+            latest.take()
+        };
+        let Some(staged) = staged else {
+            // Nothing of this leadership waits to be written (a failed write is put back, and
+            // writers take turns under `written`): the state the caller saw is on the store,
+            // by the takeover's fence write or a write since. A steady heartbeat right after
+            // a takeover ends here.
+            *written = point;
+            return Ok(());
+        };
         let started = Instant::now();
         let result = self.store.save(&staged.state).await;
         self.record_state_write(started, &result);
