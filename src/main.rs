@@ -694,7 +694,7 @@ pub(crate) async fn run_worker_with(
 fn print_status(status: &pb::StatusResponse, format: Format) {
     match format {
         Format::Json => {
-            let view = lockstep_coordinator::http::StatusView::from(status.clone());
+            let view = lockstep_coordinator::views::StatusView::from(status.clone());
             match serde_json::to_string_pretty(&view) {
                 Ok(s) => println!("{s}"),
                 Err(e) => eprintln!("error: cannot encode status: {e}"),

@@ -14,7 +14,8 @@
 use crate::auth::Access;
 use crate::conn::{Limiter, Listener};
 use crate::control::ControlError;
-use crate::server::{heartbeat_response, CallError, Shared};
+use crate::control::WorkerView;
+use crate::shared::{CallError, Shared};
 use crate::state::StateError;
 use crate::tls::TlsFiles;
 use lockstep_proto as pb;
@@ -433,5 +434,15 @@ impl TapMessage for Status {
         let mut s = Status::new(self.code(), format!("{} ({cause})", self.message()));
         *s.metadata_mut() = self.metadata().clone();
         s
+    }
+}
+
+/// Converts a worker view into the gRPC heartbeat response.
+pub fn heartbeat_response(view: WorkerView) -> lockstep_proto::HeartbeatResponse {
+    lockstep_proto::HeartbeatResponse {
+        generation: view.generation,
+        assigned: view.assigned,
+        revoked: view.revoked,
+        draining: view.draining,
     }
 }

@@ -20,7 +20,7 @@
 use crate::control::Control;
 use crate::election::{Elector, LeaderInfo, Poll, Renewal, Role};
 use crate::metrics::Metrics;
-use crate::server::{timing, CoordinatorError, Shared};
+use crate::shared::{timing, Shared};
 use crate::state::StateError;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -78,7 +78,7 @@ pub async fn first_round(
     shared: &Arc<Shared>,
     elector: &mut Elector,
     shutdown: &CancellationToken,
-) -> Result<Option<Active>, CoordinatorError> {
+) -> Result<Option<Active>, StateError> {
     let poll = elector.poll().await;
     record(shared, elector);
     match poll.map_err(StateError::from)? {
@@ -93,7 +93,7 @@ pub async fn first_round(
                 elector.release().await;
                 record(shared, elector);
                 match e {
-                    CoordinatorError::State(s) if s.needs_operator() => {
+                    s if s.needs_operator() => {
                         refuse(shared, &s);
                         Ok(None)
                     }
@@ -192,7 +192,7 @@ pub async fn run(
                         .await
                     {
                         Ok(a) => active = a,
-                        Err(CoordinatorError::State(e)) if e.needs_operator() => {
+                        Err(e) if e.needs_operator() => {
                             elector.release().await;
                             record(&shared, &mut elector);
                             refuse(&shared, &e);
@@ -234,7 +234,7 @@ async fn promote(
     valid_until: Instant,
     reason: &'static str,
     shutdown: &CancellationToken,
-) -> Result<Option<Active>, CoordinatorError> {
+) -> Result<Option<Active>, StateError> {
     let me = elector.identity().id.clone();
     let c = &shared.config.coordinator;
     let mut attempts = 0;
@@ -310,7 +310,7 @@ async fn promote(
             }
             // A former leader wrote between our read and our write: read again.
             Err(StateError::Fenced { .. }) if attempts < 3 => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     drop(control);

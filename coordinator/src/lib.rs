@@ -22,8 +22,10 @@ pub mod leadership;
 pub mod metrics;
 pub mod page;
 pub mod server;
+pub mod shared;
 pub mod state;
 pub mod tasks;
 pub mod tls;
+pub mod views;
 
 pub use server::{start, Bound, CoordinatorError};

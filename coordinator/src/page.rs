@@ -9,7 +9,7 @@
 //! addresses only (a Druid URL loses any `user:password@`), never Kafka properties or keys.
 
 use crate::events::{Event, Level};
-use crate::http::{StatusView, TaskView};
+use crate::views::{StatusView, TaskView};
 use lockstep_config::{Config, FlowKind, SourceKind, TopicSelector};
 use lockstep_drift::{DriftReport, Verdict};
 use maud::{html, Markup, PreEscaped, DOCTYPE};

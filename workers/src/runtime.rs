@@ -564,7 +564,10 @@ async fn supervise(
                     delays = backoff.build();
                 }
                 let delay = delays.next().unwrap_or(RESTART_DELAY_MAX);
-                tracing::error!(error = %e, retry_in = ?delay, "task failed");
+                // `retryable = false`: the failure will not heal by itself (a config error, no
+                // resume point, an oversized record under `on_oversize = "fail"`); it is still
+                // retried, since an operator may fix its cause meanwhile.
+                tracing::error!(error = %e, retryable = e.is_retryable(), retry_in = ?delay, "task failed");
                 metrics.task_failures.inc();
                 progress.update(|p| {
                     p.state = pb::TaskState::Failed as i32;

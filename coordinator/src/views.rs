@@ -1,0 +1,201 @@
+//! The view types that `/api/v1/status` serialises and the status page renders, built from
+//! AdminService's `StatusResponse`: one shape for the JSON API, the page and `lockstep status
+//! --format json`. Imports no module of the HTTP side, so the page and the API both depend
+//! on it and not on each other.
+
+use lockstep_proto as pb;
+use serde::Serialize;
+
+/// `/api/v1/status`: the same content as AdminService.Status, as JSON.
+#[derive(Serialize)]
+pub struct StatusView {
+    pub coordinator_id: String,
+    pub region: String,
+    pub generation: u64,
+    pub workers: Vec<WorkerView>,
+    pub tasks: Vec<TaskView>,
+    pub paused_flows: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct WorkerView {
+    pub worker_id: String,
+    pub hostname: String,
+    pub capabilities: Vec<String>,
+    pub capacity: u32,
+    pub session_generation: u64,
+    pub lease_remaining_ms: u64,
+    pub draining: bool,
+    pub tasks: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct TaskView {
+    pub task_id: String,
+    pub kind: String,
+    pub flow: String,
+    pub site: String,
+    pub worker_id: Option<String>,
+    pub phase: String,
+    pub state: Option<String>,
+    pub message: Option<String>,
+    pub records: u64,
+    pub bytes: u64,
+    pub restarts: u32,
+    /// Object sync figures (objects tasks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<ObjectsView>,
+    /// How a former owner is fenced (Kafka tasks, as reported): "transactions" (by the broker)
+    /// or "leases" (lease timing only: late writes are detected, not prevented).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fencing: Option<String>,
+    /// Partitions whose target repeats source offsets already mirrored (a paused former
+    /// owner's late writes), over every owner since the coordinator started.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicates: Vec<DuplicatesView>,
+}
+
+/// Duplicates at the target of one task partition.
+#[derive(Serialize)]
+pub struct DuplicatesView {
+    pub topic: String,
+    pub partition: i32,
+    /// Duplicate records counted so far.
+    pub records: u64,
+    /// The latest ranges, oldest first (at most [`crate::control::MAX_DUPLICATE_RANGES`]).
+    pub ranges: Vec<DuplicateRangeView>,
+}
+
+/// Target offsets `target_from..=target_to` repeat source offsets `source_from..=source_to`.
+#[derive(Serialize)]
+pub struct DuplicateRangeView {
+    pub target_from: i64,
+    pub target_to: i64,
+    pub source_from: i64,
+    pub source_to: i64,
+    pub records: u64,
+}
+
+impl TaskView {
+    /// The task's fencing mode(s) as its partitions report them, and its duplicates.
+    fn kafka_figures(p: &pb::TaskProgress) -> (Option<String>, Vec<DuplicatesView>) {
+        let fencing = p.fencing_modes();
+        let duplicates = p
+            .partitions
+            .iter()
+            .filter(|q| q.duplicates > 0 || !q.duplicate_ranges.is_empty())
+            .map(|q| DuplicatesView {
+                topic: q.topic.clone(),
+                partition: q.partition,
+                records: q.duplicates,
+                ranges: q
+                    .duplicate_ranges
+                    .iter()
+                    .map(|r| DuplicateRangeView {
+                        target_from: r.target_from,
+                        target_to: r.target_to,
+                        source_from: r.source_from,
+                        source_to: r.source_to,
+                        records: r.records,
+                    })
+                    .collect(),
+            })
+            .collect();
+        (fencing, duplicates)
+    }
+}
+
+/// An objects task's progress, as its heartbeats report it.
+#[derive(Serialize)]
+pub struct ObjectsView {
+    pub objects_copied: u64,
+    pub bytes_copied: u64,
+    pub objects_pending: u64,
+    pub bytes_pending: u64,
+    pub oldest_pending_age_ms: u64,
+    pub objects_skipped: u64,
+    pub objects_adopted: u64,
+    pub objects_deleted: u64,
+    pub failures: u64,
+    pub verify_mismatches: u64,
+    pub cycles: u64,
+}
+
+impl From<&pb::ObjectProgress> for ObjectsView {
+    fn from(o: &pb::ObjectProgress) -> Self {
+        ObjectsView {
+            objects_copied: o.objects_copied,
+            bytes_copied: o.bytes_copied,
+            objects_pending: o.objects_pending,
+            bytes_pending: o.bytes_pending,
+            oldest_pending_age_ms: o.oldest_pending_age_ms,
+            objects_skipped: o.objects_skipped,
+            objects_adopted: o.objects_adopted,
+            objects_deleted: o.objects_deleted,
+            failures: o.failures,
+            verify_mismatches: o.verify_mismatches,
+            cycles: o.cycles,
+        }
+    }
+}
+
+impl From<pb::StatusResponse> for StatusView {
+    fn from(s: pb::StatusResponse) -> Self {
+        StatusView {
+            coordinator_id: s.coordinator_id,
+            region: s.region,
+            generation: s.generation,
+            workers: s
+                .workers
+                .into_iter()
+                .map(|w| WorkerView {
+                    worker_id: w.worker_id,
+                    hostname: w.hostname,
+                    capabilities: w.capabilities,
+                    capacity: w.capacity,
+                    session_generation: w.session_generation,
+                    lease_remaining_ms: w.lease_remaining_ms,
+                    draining: w.draining,
+                    tasks: w.tasks,
+                })
+                .collect(),
+            tasks: s
+                .tasks
+                .into_iter()
+                .map(|t| {
+                    let p = t.progress.as_ref();
+                    let (fencing, duplicates) = p.map(TaskView::kafka_figures).unwrap_or_default();
+                    TaskView {
+                        // UNSPECIFIED: no report from the current owner yet (the coordinator
+                        // shows a former owner's duplicates only).
+                        state: p
+                            .filter(|p| p.state != pb::TaskState::Unspecified as i32)
+                            .map(|p| {
+                                pb::TaskState::try_from(p.state)
+                                    .map(|s| {
+                                        s.as_str_name()
+                                            .trim_start_matches("TASK_STATE_")
+                                            .to_lowercase()
+                                    })
+                                    .unwrap_or_else(|_| format!("unknown({})", p.state))
+                            }),
+                        message: p.map(|p| p.message.clone()).filter(|m| !m.is_empty()),
+                        records: p.map(|p| p.records).unwrap_or(0),
+                        bytes: p.map(|p| p.bytes).unwrap_or(0),
+                        restarts: p.map(|p| p.restarts).unwrap_or(0),
+                        objects: p.and_then(|p| p.objects.as_ref()).map(ObjectsView::from),
+                        fencing,
+                        duplicates,
+                        worker_id: Some(t.worker_id).filter(|w| !w.is_empty()),
+                        task_id: t.task_id,
+                        kind: t.kind,
+                        flow: t.flow,
+                        site: t.site,
+                        phase: t.phase,
+                    }
+                })
+                .collect(),
+            paused_flows: s.paused_flows,
+        }
+    }
+}
