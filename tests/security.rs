@@ -49,7 +49,6 @@ impl Ca {
 
     /// (certificate PEM, key PEM) for a server on 127.0.0.1 or a client.
     fn issue(&self, name: &str, server: bool) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
         let sans = if server {
             vec!["127.0.0.1".to_string(), "localhost".to_string()]
         } else {
@@ -64,13 +63,11 @@ impl Ca {
         } else {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth
         }];
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
+        self.sign(params)
     }
 
     /// A worker's client certificate: its id as the URI SAN `lockstep://worker/<id>`.
     fn issue_worker(&self, id: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params
             .distinguished_name
@@ -79,6 +76,12 @@ impl Ca {
             rcgen::Ia5String::try_from(format!("lockstep://worker/{id}")).unwrap(),
         )];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    /// Signs `params` with this CA under a new key: (certificate PEM, key PEM).
+    fn sign(&self, params: rcgen::CertificateParams) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         (cert.pem(), key.serialize_pem())
     }

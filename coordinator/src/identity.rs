@@ -95,12 +95,7 @@ impl Identities {
             .and_then(|c| c.first())
             .ok_or(IdentityError::NoCertificate)?;
         let names = CertNames::read(leaf)?;
-        let mut ids: Vec<String> = names
-            .uris
-            .iter()
-            .filter_map(|u| u.strip_prefix(WORKER_URI_PREFIX))
-            .map(str::to_string)
-            .collect();
+        let mut ids = names.worker_uris();
         if ids.is_empty() {
             ids = names
                 .cn
@@ -159,13 +154,8 @@ pub fn worker_id_in_pem_file(path: &std::path::Path) -> Result<Option<String>, I
         .next()
         .ok_or(IdentityError::NoCertificate)?
         .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
-    let names = CertNames::read(&leaf)?;
-    let mut ids: Vec<String> = names
-        .uris
-        .iter()
-        .filter_map(|u| u.strip_prefix(WORKER_URI_PREFIX))
-        .map(str::to_string)
-        .collect();
+    let mut ids = CertNames::read(&leaf)?.worker_uris();
+    ids.sort();
     ids.dedup();
     match ids.len() {
         0 => Ok(None),
@@ -182,6 +172,15 @@ struct CertNames {
 }
 
 impl CertNames {
+    /// The worker ids the certificate's `lockstep://worker/<id>` URI SANs name.
+    fn worker_uris(&self) -> Vec<String> {
+        self.uris
+            .iter()
+            .filter_map(|u| u.strip_prefix(WORKER_URI_PREFIX))
+            .map(str::to_string)
+            .collect()
+    }
+
     fn read(der: &CertificateDer<'_>) -> Result<Self, IdentityError> {
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
             .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
