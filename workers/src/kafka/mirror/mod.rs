@@ -244,7 +244,7 @@ impl Mirror {
         // Fence first, read after: a new owner's InitProducerId aborts a former owner's open
         // transaction and fences its epoch, so the tail read below sees the final state.
         m.settle_fencing()?;
-        m.read_progress_topic();
+        m.read_progress_topic()?;
         m.discover(ctx)?;
         Ok(m)
     }

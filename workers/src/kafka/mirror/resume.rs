@@ -56,30 +56,49 @@ impl Mirror {
     }
 
     /// Loads `__lockstep_progress` (small, compacted) into `progress_seen`.
-    pub(super) fn read_progress_topic(&mut self) {
-        let Ok((low, high)) = self.tail.fetch_watermarks(PROGRESS_TOPIC, 0, TIMEOUT) else {
-            return; // no such topic yet
-        };
+    ///
+    /// The topic exists by now (`settle_fencing` made sure), so a failure to read it is the
+    /// broker's, and fails the start (retried by the runtime) rather than resuming without
+    /// the checkpoints: that would read whole target partitions backwards, minutes on a broker
+    /// that reads every record up to the end for each fetch (tansu under load: the fault suite
+    /// stalled on it). Silence after part of the topic was read keeps what was read.
+    pub(super) fn read_progress_topic(&mut self) -> Result<(), MirrorError> {
+        let (low, high) = self.target_watermarks(PROGRESS_TOPIC, 0)?;
         if high <= low {
-            return;
+            return Ok(());
         }
+        let site = format!("site {}", self.spec.site_name);
+        let read_error = |source: KafkaError| MirrorError::ReadTarget {
+            site: self.spec.site_name.clone(),
+            topic: PROGRESS_TOPIC.to_string(),
+            partition: 0,
+            from: low,
+            to: high,
+            source: Box::new(source),
+        };
         let mut tpl = TopicPartitionList::new();
-        if tpl
-            .add_partition_offset(PROGRESS_TOPIC, 0, Offset::Offset(low))
-            .is_err()
-            || self.tail.assign(&tpl).is_err()
-        {
-            return;
-        }
+        tpl.add_partition_offset(PROGRESS_TOPIC, 0, Offset::Offset(low))
+            .and_then(|()| self.tail.assign(&tpl))
+            .map_err(read_error)?;
         // The topic is compacted on Kafka, but a broker that never compacts (tansu) keeps every
         // checkpoint: read it all, giving up only when the broker stops answering, so that the
         // latest checkpoints (the ones that keep the resume read short) are the ones kept.
         let mut deadline = Instant::now() + TIMEOUT;
         let mut read = 0u64;
-        loop {
+        let result = loop {
             if Instant::now() >= deadline {
-                tracing::warn!(read, end = high, "reading {PROGRESS_TOPIC} got no answer for {TIMEOUT:?}; resuming from the checkpoints read so far and the target itself");
-                break;
+                if read == 0 {
+                    break Err(MirrorError::ReadTimeout {
+                        site: self.spec.site_name.clone(),
+                        topic: PROGRESS_TOPIC.to_string(),
+                        partition: 0,
+                        from: low,
+                        to: high,
+                        waited: TIMEOUT,
+                    });
+                }
+                tracing::warn!(%site, read, end = high, "reading {PROGRESS_TOPIC} got no answer for {TIMEOUT:?}; resuming from the checkpoints read so far and the target itself");
+                break Ok(());
             }
             match self.tail.poll(Duration::from_millis(200)) {
                 Some(Ok(msg)) => {
@@ -94,18 +113,16 @@ impl Mirror {
                         }
                     }
                     if msg.offset() + 1 >= high {
-                        break;
+                        break Ok(());
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "reading {PROGRESS_TOPIC} failed; resuming from the target tail only");
-                    break;
-                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(e)) => break Err(read_error(e)),
                 None => {}
             }
-        }
+        };
         let _ = self.tail.unassign();
+        result
     }
 
     /// Reads the records at target offsets `from..to` of `target_topic/partition` in order and
