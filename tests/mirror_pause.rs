@@ -305,3 +305,83 @@ async fn a_second_process_with_the_same_worker_id() {
     }
     check_resume_points(s.cluster.dir.path(), &["w1", "w1-twin"], &rows);
 }
+
+/// Log lines of this test process (the mirror tasks run in-process here).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// tansu 0.6 never ends the fencing probe's transaction (no EndTxn), so every task start
+/// leaves one open in the target. A restarted task must still find its checkpoint: a
+/// read_committed reader would see the progress topic end at the oldest open probe, find no
+/// checkpoint, and read its whole target partitions backwards (minutes per restart in the
+/// fault suite). Two tasks; the second keeps its probe open while the first restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_task_resumes_from_its_checkpoint_while_another_probe_is_open() {
+    use lockstep_workers::testkit::RunningTask;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("lockstep_workers=info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .try_init();
+    let logs = KeepOnPanic::new();
+    let source = Tansu::sqlite("tansu-source", logs.path());
+    let target = Tansu::sqlite("tansu-target", logs.path());
+    let (src, dst) = (source.bootstrap(), target.bootstrap());
+    create_topic(&src, "events", 2).await;
+    let delivery = Arc::new(Delivery {
+        ok: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+    });
+    let (s2, d2) = (src.clone(), delivery.clone());
+    tokio::task::spawn_blocking(move || produce(&s2, 2, 0, 3000, None, &d2))
+        .await
+        .expect("preload");
+    let flow =
+        FlowToml::new("events", &["events"], ("up", &src), ("a", &dst)).flow_lines("tasks = 2");
+    let metrics = lockstep_workers::metrics::WorkerMetrics::new();
+    let start = |i| RunningTask::start(flow.task_spec(i, 2).expect("spec"), &metrics);
+    let t0 = start(0).expect("task 0");
+    let t1 = start(1).expect("task 1");
+    // Both mirror their partition (1,500 records each) and write checkpoints (every 2 s).
+    let lines = || {
+        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|p| p.into_inner())).to_string()
+    };
+    wait_until(Duration::from_secs(60), "both tasks started", || {
+        lines().matches("resume point").count() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    t0.stop().await.expect("task 0 stops cleanly");
+    let before = lines().len();
+    let t0 = start(0).expect("task 0 again");
+    wait_until(Duration::from_secs(60), "task 0 resumed", || {
+        lines()[before..].contains("resume point")
+    })
+    .await;
+    t0.stop().await.expect("task 0 stops");
+    t1.stop().await.expect("task 1 stops");
+    let restart = lines()[before..].to_string();
+    assert!(
+        restart.contains("read the target from the checkpoint"),
+        "the restarted task did not use its checkpoint:\n{restart}"
+    );
+    assert!(
+        restart.contains("scanned=0"),
+        "the restarted task read its partition again:\n{restart}"
+    );
+}

@@ -9,11 +9,12 @@
 use super::{Mirror, TIMEOUT};
 use crate::kafka::audit::Audit;
 use crate::kafka::checkpoint::{Checkpoint, PROGRESS_TOPIC};
+use crate::kafka::client_config;
 use crate::kafka::error::MirrorError;
 use crate::kafka::headers;
 use crate::task::TaskContext;
 use lockstep_config::{NoResumePoint, StartPolicy};
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -63,7 +64,44 @@ impl Mirror {
     /// that reads every record up to the end for each fetch (tansu under load: the fault suite
     /// stalled on it). Silence after part of the topic was read keeps what was read.
     pub(super) fn read_progress_topic(&mut self) -> Result<(), MirrorError> {
-        let (low, high) = self.target_watermarks(PROGRESS_TOPIC, 0)?;
+        // On leases the checkpoints are plain writes, read uncommitted: a broker without
+        // transactions (tansu 0.6) never ends the fencing probe's transaction, and a
+        // read_committed reader's end (the last stable offset) would stay at the probe's
+        // record for ever. No checkpoint would be seen and every resume would read whole
+        // target partitions backwards. With transactions the checkpoints are committed with
+        // the records they describe, and only committed ones may be trusted.
+        let uncommitted;
+        let reader: &BaseConsumer = if self.transactional {
+            &self.tail
+        } else {
+            let mut c = client_config(&self.spec.target);
+            c.set(
+                "group.id",
+                format!(
+                    "lockstep.{}.{}.{}.progress",
+                    self.spec.flow_name, self.spec.site_name, self.spec.index
+                ),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_uncommitted");
+            uncommitted = c
+                .create::<BaseConsumer>()
+                .map_err(|source| MirrorError::Client {
+                    cluster: format!("site {}", self.spec.site_name),
+                    client: "progress reader",
+                    source: Box::new(source),
+                })?;
+            &uncommitted
+        };
+        let (low, high) = reader
+            .fetch_watermarks(PROGRESS_TOPIC, 0, TIMEOUT)
+            .map_err(|source| MirrorError::Watermarks {
+                cluster: format!("site {}", self.spec.site_name),
+                topic: PROGRESS_TOPIC.to_string(),
+                partition: 0,
+                source: Box::new(source),
+            })?;
         if high <= low {
             return Ok(());
         }
@@ -78,7 +116,7 @@ impl Mirror {
         };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(PROGRESS_TOPIC, 0, Offset::Offset(low))
-            .and_then(|()| self.tail.assign(&tpl))
+            .and_then(|()| reader.assign(&tpl))
             .map_err(read_error)?;
         // The topic is compacted on Kafka, but a broker that never compacts (tansu) keeps every
         // checkpoint: read it all, giving up only when the broker stops answering, so that the
@@ -100,7 +138,7 @@ impl Mirror {
                 tracing::warn!(%site, read, end = high, "reading {PROGRESS_TOPIC} got no answer for {TIMEOUT:?}; resuming from the checkpoints read so far and the target itself");
                 break Ok(());
             }
-            match self.tail.poll(Duration::from_millis(200)) {
+            match reader.poll(Duration::from_millis(200)) {
                 Some(Ok(msg)) => {
                     deadline = Instant::now() + TIMEOUT;
                     read += 1;
@@ -121,7 +159,7 @@ impl Mirror {
                 None => {}
             }
         };
-        let _ = self.tail.unassign();
+        let _ = reader.unassign();
         result
     }
 
