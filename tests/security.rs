@@ -93,6 +93,15 @@ impl Ca {
     }
 }
 
+/// The test CA in `dir` (`ca.pem`) and the coordinator's certificate it signed (for
+/// 127.0.0.1): the CA, its file, and the server's (certificate, key) paths.
+fn test_ca(dir: &Path) -> (Ca, String, (String, String)) {
+    let ca = Ca::new("lockstep test CA");
+    let ca_file = ca.write(dir, "ca").display().to_string();
+    let server = write_pair(dir, "server", &ca.issue("coordinator", true));
+    (ca, ca_file, server)
+}
+
 /// Writes `<name>.crt` and `<name>.key`; returns their paths as strings.
 fn write_pair(dir: &Path, name: &str, pair: &(String, String)) -> (String, String) {
     let cert = dir.join(format!("{name}.crt"));
@@ -162,9 +171,7 @@ fn send_garbage(addr: &str, seed: u64, len: usize) {
 async fn mtls_refuses_workers_without_a_valid_client_certificate_and_reloads_certificates() {
     let certs = tempfile::tempdir().unwrap();
     let d = certs.path();
-    let ca = Ca::new("lockstep test CA");
-    let ca_file = ca.write(d, "ca").display().to_string();
-    let (server_cert, server_key) = write_pair(d, "server", &ca.issue("coordinator", true));
+    let (ca, ca_file, (server_cert, server_key)) = test_ca(d);
     let good = write_pair(d, "good", &ca.issue_worker("good"));
     // The operator's certificate (status, the CLI): a worker's cannot make admin calls.
     let op = write_pair(d, "op", &ca.issue("operator", false));
@@ -1046,9 +1053,7 @@ async fn a_certificate_acts_only_as_its_own_worker_and_roles_never_mix() {
     let certs = tempfile::tempdir().unwrap();
     let d = certs.path();
     // One CA signs them all: the worker id comes from the certificate, not the CA.
-    let ca = Ca::new("lockstep test CA");
-    let ca_file = ca.write(d, "ca").display().to_string();
-    let (server_cert, server_key) = write_pair(d, "server", &ca.issue("coordinator", true));
+    let (ca, ca_file, (server_cert, server_key)) = test_ca(d);
     let w1 = write_pair(d, "w1", &ca.issue_worker("w1"));
     let w2 = write_pair(d, "w2", &ca.issue_worker("w2"));
     let op = write_pair(d, "op", &ca.issue("alice", false));

@@ -582,6 +582,28 @@ impl<IO> Conn<IO> {
     fn progress(&mut self) {
         self.last_io = Instant::now();
     }
+
+    /// A write's answer: bytes written count as progress; while it waits, the deadlines are
+    /// checked (one rule for `poll_write` and `poll_write_vectored`).
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.progress();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match self.check(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+        }
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
@@ -620,19 +642,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
         if let Some(e) = self.refuse_if_evicted() {
             return Poll::Ready(Err(e));
         }
-        match Pin::new(&mut self.io).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.progress();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match self.check(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-        }
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.after_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -643,19 +654,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
         if let Some(e) = self.refuse_if_evicted() {
             return Poll::Ready(Err(e));
         }
-        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.progress();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match self.check(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-        }
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.after_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
