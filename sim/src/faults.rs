@@ -1,5 +1,6 @@
-//! Fault switches for tests and demos: drop rows in an interval, pause ingestion, fail or
-//! stall every API request, turn basic auth on or off, and pick the SQL error body shape.
+//! Fault switches for tests and demos: drop rows in an interval, pause ingestion, unload a
+//! datasource's segments, fail or stall every API request, turn basic auth on or off, pick the
+//! error body shape, and switch the Router's management proxy.
 //!
 //! [`Faults`] is a cheap, cloneable handle; the HTTP layer reads it on every request and the
 //! `/sim/faults/...` admin endpoints (see `http.rs`) flip it from another process.
@@ -19,6 +20,12 @@ pub enum ErrorMode {
     Http500,
     /// HTTP 502 with an HTML page, as a proxy in front of the Router would send.
     Html502,
+    /// HTTP 504, a query timeout, in the current [`ErrorShape`]: `druidException` with category
+    /// TIMEOUT, the legacy "Query timeout" body, or the hybrid `legacyQueryException` wrapper
+    /// (see `DruidError::timeout`).
+    Timeout,
+    /// HTTP 503 with an empty body, as a load balancer answers when no backend is up.
+    Empty503,
 }
 
 /// Basic-auth credentials the emulator demands.
@@ -45,6 +52,11 @@ pub struct FaultState {
     pub paused: BTreeSet<String>,
     /// Active drop intervals: (datasource, start ISO, end ISO).
     pub drops: Vec<(String, String, String)>,
+    /// Datasources whose segments no Historical serves (published, not queryable).
+    pub unloaded: BTreeSet<String>,
+    /// Whether the Router port proxies `/druid/indexer/*` and `/druid/coordinator/*`
+    /// (`druid.router.managementProxy.enabled`). A setting: `clear` keeps it.
+    pub management_proxy: bool,
 }
 
 /// Handle on the fault switches of one emulator.
@@ -55,11 +67,17 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub(crate) fn new(store: Arc<Store>, auth: Option<BasicAuth>, shape: ErrorShape) -> Faults {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        auth: Option<BasicAuth>,
+        shape: ErrorShape,
+        management_proxy: bool,
+    ) -> Faults {
         Faults {
             state: Arc::new(Mutex::new(FaultState {
                 auth,
                 error_shape: shape,
+                management_proxy,
                 ..FaultState::default()
             })),
             store,
@@ -89,6 +107,38 @@ impl Faults {
 
     pub fn is_paused(&self, supervisor: &str) -> bool {
         self.lock().paused.contains(supervisor)
+    }
+
+    /// Historicals down, or segments not loaded: the datasource's segments stay published
+    /// (`sys.segments` lists them with `is_available = 0`, the Coordinator's metadata API
+    /// lists them) but no server serves them, so the Broker does not know the table and SQL
+    /// over it answers "Object 'ds' not found" (druid-api.md, "Unknown table").
+    pub fn unload(&self, datasource: &str) {
+        self.lock().unloaded.insert(datasource.to_string());
+    }
+
+    /// Ends [`Faults::unload`]: the segments are served again.
+    pub fn reload(&self, datasource: &str) {
+        self.lock().unloaded.remove(datasource);
+    }
+
+    pub fn is_unloaded(&self, datasource: &str) -> bool {
+        self.lock().unloaded.contains(datasource)
+    }
+
+    /// The datasources currently unloaded.
+    pub fn unloaded(&self) -> BTreeSet<String> {
+        self.lock().unloaded.clone()
+    }
+
+    /// Turns the Router's management proxy on or off
+    /// (`druid.router.managementProxy.enabled`; off by default in Druid).
+    pub fn set_management_proxy(&self, enabled: bool) {
+        self.lock().management_proxy = enabled;
+    }
+
+    pub fn management_proxy(&self) -> bool {
+        self.lock().management_proxy
     }
 
     /// Fails the next `count` API requests (all, when None) in `mode`.
@@ -124,14 +174,15 @@ impl Faults {
         self.lock().error_shape
     }
 
-    /// Ends every fault: errors, stall, pauses, drop intervals (removed rows stay removed).
-    /// Auth and error shape are settings, not faults, and stay.
+    /// Ends every fault: errors, stall, pauses, unloads, drop intervals (removed rows stay
+    /// removed). Auth, error shape and the management proxy are settings, not faults, and stay.
     pub fn clear(&self) {
         let mut s = self.lock();
         s.errors = None;
         s.errors_remaining = None;
         s.stall_millis = 0;
         s.paused.clear();
+        s.unloaded.clear();
         drop(s);
         self.store.clear_drops();
     }

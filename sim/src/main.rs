@@ -1,7 +1,8 @@
 //! `lockstep-sim`: run the Druid emulator or the load generator by hand.
 //!
 //! ```sh
-//! lockstep-sim serve --listen 127.0.0.1:8888 --supervisor clicks.json
+//! lockstep-sim serve --listen 127.0.0.1:8888 --overlord-listen 127.0.0.1:8090 \
+//!     --supervisor clicks.json --no-management-proxy --error-shape hybrid
 //! lockstep-sim load --bootstrap 127.0.0.1:9092 --topic clicks --rows 10000 \
 //!     --start 2026-11-23T00:00:00Z --end 2026-11-24T00:00:00Z
 //! ```
@@ -25,10 +26,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve the Druid emulator until Ctrl-C.
+    /// Serve the Druid emulator until Ctrl-C. Prints the Router URL, then the
+    /// Overlord+Coordinator URL, one per line.
     Serve {
+        /// The Router (SQL; the management APIs while the management proxy is on).
         #[arg(long, default_value = "127.0.0.1:8888")]
         listen: SocketAddr,
+        /// The Overlord+Coordinator (supervisor and coordinator APIs, always).
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        overlord_listen: SocketAddr,
+        /// Start with the Router's management proxy off, as a default Druid Router
+        /// (`druid.router.managementProxy.enabled=false`): `/druid/indexer/*` and
+        /// `/druid/coordinator/*` answer 404 at the Router. Switch at runtime with
+        /// `POST /sim/faults/management-proxy {"enabled": bool}`.
+        #[arg(long)]
+        no_management_proxy: bool,
         /// Basic-auth user (with --password).
         #[arg(long, requires = "password")]
         user: Option<String>,
@@ -40,7 +52,16 @@ enum Cmd {
         /// Default segment granularity (HOUR, DAY, FIFTEEN_MINUTE, PT6H, ...).
         #[arg(long, default_value = "HOUR")]
         segment_granularity: String,
-        /// Write SQL errors in the legacy shape instead of `druidException`.
+        /// Error body shape: modern (`druidException`), legacy (before Druid 27) or hybrid
+        /// (Druid 27+: query exceptions in the `legacyQueryException` wrapper).
+        #[arg(
+            long,
+            value_enum,
+            default_value = "modern",
+            conflicts_with = "legacy_errors"
+        )]
+        error_shape: ShapeArg,
+        /// Same as `--error-shape legacy`.
         #[arg(long)]
         legacy_errors: bool,
     },
@@ -73,6 +94,13 @@ enum Cmd {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ShapeArg {
+    Modern,
+    Legacy,
+    Hybrid,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -85,6 +113,9 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Serve {
             listen,
+            overlord_listen,
+            no_management_proxy,
+            error_shape,
             user,
             password,
             supervisor,
@@ -102,21 +133,24 @@ async fn main() -> anyhow::Result<()> {
             }
             let cfg = EmulatorConfig {
                 listen,
+                overlord_listen,
+                management_proxy: !no_management_proxy,
                 auth: user
                     .zip(password)
                     .map(|(user, password)| BasicAuth { user, password }),
                 segment_granularity: Period::parse_granularity(&segment_granularity)
                     .with_context(|| format!("--segment-granularity {segment_granularity}"))?,
                 supervisors: specs,
-                error_shape: if legacy_errors {
-                    ErrorShape::Legacy
-                } else {
-                    ErrorShape::Modern
+                error_shape: match (legacy_errors, error_shape) {
+                    (true, _) | (false, ShapeArg::Legacy) => ErrorShape::Legacy,
+                    (false, ShapeArg::Modern) => ErrorShape::Modern,
+                    (false, ShapeArg::Hybrid) => ErrorShape::Hybrid,
                 },
                 ..EmulatorConfig::default()
             };
             let emu = Emulator::start(cfg).await?;
             println!("{}", emu.url());
+            println!("{}", emu.overlord_url());
             tokio::signal::ctrl_c().await?;
             emu.shutdown().await;
         }

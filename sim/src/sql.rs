@@ -1,5 +1,9 @@
 //! Druid SQL, for the query family lockstep's drift engine issues, and nothing else.
 //!
+//! The Broker plans SQL against the datasources it sees served: a datasource whose segments no
+//! server serves (the unload fault) is unknown to it, exactly like one that never existed,
+//! while `sys.segments` still lists its published segments as unavailable.
+//!
 //! Parsing uses the `sqlparser` crate (it reads Druid's forms: double-quoted identifiers,
 //! `TIMESTAMP '...'` literals, `TIME_FLOOR(...)` calls, `sys.segments`, `?` placeholders);
 //! this module only interprets the AST. The interpreter is a small generic
@@ -18,20 +22,20 @@
 //! - `GROUP BY` ordinals, aliases or expressions; `ORDER BY` likewise with `ASC`/`DESC`;
 //!   `LIMIT`/`OFFSET`; `parameters` of type VARCHAR, TIMESTAMP, DATE, BIGINT, INTEGER, DOUBLE...
 
-use crate::error::DruidError;
+use crate::error::{DruidError, SqlPos};
 use crate::store::{ColumnKind, Entry, Segment, Store, Sum};
 use crate::time::{druid_floor, iso, parse_iso, Period};
 use serde::Deserialize;
 use sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
     LimitClause, ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement, TableFactor,
     Value as SqlValue,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A `POST /druid/v2/sql` request body.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -75,8 +79,18 @@ pub struct ResultSet {
     pub rows: Vec<Vec<serde_json::Value>>,
 }
 
-/// Runs one SQL request against the store.
+/// Runs one SQL request against the store, every datasource served.
 pub fn execute(store: &Store, req: &SqlRequest) -> Result<ResultSet, DruidError> {
+    execute_with(store, &BTreeSet::new(), req)
+}
+
+/// Runs one SQL request against the store as the Broker sees it when the datasources in
+/// `unloaded` have published segments that no server serves.
+pub fn execute_with(
+    store: &Store,
+    unloaded: &BTreeSet<String>,
+    req: &SqlRequest,
+) -> Result<ResultSet, DruidError> {
     if let Some(ctx) = &req.context {
         if let Some(tz) = ctx.get("sqlTimeZone").and_then(|v| v.as_str()) {
             if !matches!(tz, "UTC" | "Etc/UTC" | "Z" | "+00:00") {
@@ -89,7 +103,7 @@ pub fn execute(store: &Store, req: &SqlRequest) -> Result<ResultSet, DruidError>
     let tokens = bind_parameters(&req.query, &req.parameters)?;
     let dialect = GenericDialect {};
     let statements = Parser::new(&dialect)
-        .with_tokens(tokens)
+        .with_tokens_with_locations(tokens)
         .parse_statements()
         .map_err(|e| DruidError::invalid(format!("Incorrect syntax: {e}")))?;
     let query = match statements.as_slice() {
@@ -101,20 +115,25 @@ pub fn execute(store: &Store, req: &SqlRequest) -> Result<ResultSet, DruidError>
         }
         _ => return Err(DruidError::invalid("Exactly one SQL statement is expected")),
     };
-    let plan = plan(store, query)?;
-    run(store, &plan)
+    let plan = plan(store, unloaded, query)?;
+    run(store, unloaded, &plan)
 }
 
 /// Replaces each `?` placeholder with the literal tokens of its parameter, so the parser
-/// sees plain SQL (parameters then work wherever a literal does).
-fn bind_parameters(sql: &str, params: &[Parameter]) -> Result<Vec<Token>, DruidError> {
+/// sees plain SQL (parameters then work wherever a literal does). Tokens keep their place in
+/// the text, so errors can point at it as Druid's do.
+fn bind_parameters(sql: &str, params: &[Parameter]) -> Result<Vec<TokenWithSpan>, DruidError> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize()
+        .tokenize_with_location()
         .map_err(|e| DruidError::invalid(format!("Incorrect syntax: {e}")))?;
     let mut out = Vec::with_capacity(tokens.len());
     let mut next = 0usize;
-    for t in tokens {
+    for TokenWithSpan { token: t, span } in tokens {
+        let mut out = Spanned {
+            out: &mut out,
+            span,
+        };
         if t == Token::Placeholder("?".into()) {
             let p = params.get(next).ok_or_else(|| {
                 DruidError::invalid(format!(
@@ -180,6 +199,18 @@ fn bind_parameters(sql: &str, params: &[Parameter]) -> Result<Vec<Token>, DruidE
         )));
     }
     Ok(out)
+}
+
+/// Appends tokens that all carry one span (a parameter's tokens point at its placeholder).
+struct Spanned<'a> {
+    out: &'a mut Vec<TokenWithSpan>,
+    span: sqlparser::tokenizer::Span,
+}
+
+impl Spanned<'_> {
+    fn push(&mut self, t: Token) {
+        self.out.push(TokenWithSpan::new(t, self.span));
+    }
 }
 
 /// A value during evaluation.
@@ -324,7 +355,68 @@ const SEGMENT_COLUMNS: &[(&str, bool)] = &[
     ("replication_factor", true),
 ];
 
-fn plan(store: &Store, q: &Query) -> Result<Plan, DruidError> {
+/// Calcite's position of an identifier: 1-based, end column inclusive (sqlparser's span end
+/// is the column after the last character).
+fn position(id: &Ident) -> SqlPos {
+    let (s, e) = (id.span.start, id.span.end);
+    SqlPos {
+        line: s.line.max(1),
+        column: s.column.max(1),
+        end_line: e.line.max(s.line).max(1),
+        end_column: e.column.saturating_sub(1).max(s.column).max(1),
+    }
+}
+
+/// Druid's root schemas (docs/querying/sql-metadata-tables.md, SCHEMATA table): a name
+/// qualified by one of them is "not found within" it; by anything else, the qualifier
+/// itself is not found.
+const SCHEMAS: &[&str] = &["druid", "sys", "INFORMATION_SCHEMA", "lookup", "view"];
+
+/// Resolves the FROM table as Druid's Calcite catalog does: `sys.segments`, or a datasource
+/// (bare or `druid.`-qualified) that some server serves. Anything else is Calcite's
+/// unknown-object error (see `DruidError::object_not_found`), also for a datasource whose
+/// published segments nobody serves: the Broker builds the `druid` schema from served
+/// segments only (docs/querying/sql-metadata-tables.md: "Druid Brokers infer table and column
+/// metadata for each datasource from segments loaded in the cluster").
+fn resolve_table(
+    store: &Store,
+    unloaded: &BTreeSet<String>,
+    parts: &[&Ident],
+) -> Result<Source, DruidError> {
+    let served = |ds: &str| !unloaded.contains(ds) && store.with_datasource(ds, |_| ()).is_some();
+    match parts {
+        [schema, table] if schema.value == "sys" && table.value == "segments" => {
+            Ok(Source::Segments)
+        }
+        [ds] if served(&ds.value) => Ok(Source::Datasource(ds.value.clone())),
+        [schema, ds] if schema.value == "druid" && served(&ds.value) => {
+            Ok(Source::Datasource(ds.value.clone()))
+        }
+        [only] => Err(DruidError::object_not_found(
+            &only.value,
+            None,
+            position(only),
+        )),
+        [schema, table] if SCHEMAS.contains(&schema.value.as_str()) => Err(
+            DruidError::object_not_found(&table.value, Some(&schema.value), position(table)),
+        ),
+        [schema, _] => Err(DruidError::object_not_found(
+            &schema.value,
+            None,
+            position(schema),
+        )),
+        _ => Err(unsupported(format!(
+            "table name {}",
+            parts
+                .iter()
+                .map(|p| p.value.as_str())
+                .collect::<Vec<_>>()
+                .join(".")
+        ))),
+    }
+}
+
+fn plan(store: &Store, unloaded: &BTreeSet<String>, q: &Query) -> Result<Plan, DruidError> {
     if q.with.is_some()
         || q.fetch.is_some()
         || !q.locks.is_empty()
@@ -370,36 +462,15 @@ fn plan(store: &Store, q: &Query) -> Result<Plan, DruidError> {
     else {
         return Err(unsupported("FROM must name a table"));
     };
-    let parts: Vec<&str> = name
+    let parts: Vec<&Ident> = name
         .0
         .iter()
         .map(|p| match p {
-            ObjectNamePart::Identifier(i) => Ok(i.value.as_str()),
+            ObjectNamePart::Identifier(i) => Ok(i),
             _ => Err(unsupported("table name")),
         })
         .collect::<Result<_, _>>()?;
-    let source = match parts.as_slice() {
-        ["sys", "segments"] | ["SYS", "SEGMENTS"] => Source::Segments,
-        ["sys" | "SYS", other] => {
-            return Err(DruidError::invalid(format!(
-                "Object '{other}' not found within 'sys'"
-            )))
-        }
-        [ds] | ["druid", ds] => {
-            if store.with_datasource(ds, |_| ()).is_none() {
-                return Err(DruidError::invalid(format!(
-                    "Object '{ds}' not found within 'druid'"
-                )));
-            }
-            Source::Datasource(ds.to_string())
-        }
-        [schema, table] => {
-            return Err(DruidError::invalid(format!(
-                "Object '{table}' not found within '{schema}'"
-            )))
-        }
-        _ => return Err(unsupported(format!("table name {name}"))),
-    };
+    let source = resolve_table(store, unloaded, &parts)?;
 
     // Projection.
     let mut items: Vec<(String, Item)> = Vec::new();
@@ -941,7 +1012,11 @@ impl Record for EntryRec<'_> {
     }
 }
 
-struct SegmentRec(Segment);
+/// A `sys.segments` row: a published segment and whether any server serves it.
+struct SegmentRec {
+    seg: Segment,
+    available: bool,
+}
 
 impl Record for SegmentRec {
     fn weight(&self) -> u64 {
@@ -951,7 +1026,15 @@ impl Record for SegmentRec {
         let Scalar::Column(c) = s else {
             return Val::Null;
         };
-        let seg = &self.0;
+        let seg = &self.seg;
+        let available = i64::from(self.available);
+        // Column meanings from docs/querying/sql-metadata-tables.md (SEGMENTS table). Every
+        // segment here is published and none is overshadowed, so is_active
+        // (`(is_published = 1 AND is_overshadowed = 0) OR is_realtime = 1`) is 1 even while
+        // unavailable; is_available is 1 only while some server serves it, and num_replicas
+        // counts those servers. num_rows is "zero if the number of rows is not known": the
+        // Broker learns it from the servers serving the segment, so an unserved one has 0.
+        // replication_factor is what the load rules ask for, served or not.
         match c.as_str() {
             "segment_id" => Val::Str(seg.id()),
             "datasource" => Val::Str(seg.datasource.clone()),
@@ -960,9 +1043,12 @@ impl Record for SegmentRec {
             "size" => Val::Long(seg.size as i64),
             "version" => Val::Str(seg.version.clone()),
             "partition_num" => Val::Long(0),
-            "num_replicas" | "replication_factor" => Val::Long(1),
-            "num_rows" => Val::Long(seg.num_rows as i64),
-            "is_active" | "is_published" | "is_available" => Val::Long(1),
+            "num_replicas" => Val::Long(available),
+            "replication_factor" => Val::Long(1),
+            "num_rows" if self.available => Val::Long(seg.num_rows as i64),
+            "num_rows" => Val::Long(0),
+            "is_available" => Val::Long(available),
+            "is_active" | "is_published" => Val::Long(1),
             "is_realtime" | "is_overshadowed" => Val::Long(0),
             "shard_spec" => {
                 Val::Str(r#"{"type":"numbered","partitionNum":0,"partitions":0}"#.into())
@@ -1064,7 +1150,7 @@ fn column_type(store: &Store, source: &Source, item: &Item) -> (&'static str, &'
     }
 }
 
-fn run(store: &Store, plan: &Plan) -> Result<ResultSet, DruidError> {
+fn run(store: &Store, unloaded: &BTreeSet<String>, plan: &Plan) -> Result<ResultSet, DruidError> {
     let columns = plan.items[..plan.visible]
         .iter()
         .map(|(name, it)| {
@@ -1144,7 +1230,8 @@ fn run(store: &Store, plan: &Plan) -> Result<ResultSet, DruidError> {
         }
         Source::Segments => {
             for s in store.segments(None) {
-                visit(&SegmentRec(s));
+                let available = !unloaded.contains(&s.datasource);
+                visit(&SegmentRec { seg: s, available });
             }
         }
     }
@@ -1343,12 +1430,85 @@ mod tests {
     }
 
     #[test]
+    fn unknown_tables_point_where_calcite_does() {
+        let s = store();
+        let err = |sql: &str| q(&s, sql).unwrap_err();
+        let e = err(r#"SELECT * FROM nope"#);
+        assert_eq!(e.message, "Object 'nope' not found (line [1], column [15])");
+        assert_eq!(
+            e.context,
+            [
+                ("sourceType", "sql"),
+                ("line", "1"),
+                ("column", "15"),
+                ("endLine", "1"),
+                ("endColumn", "18")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        // A quoted name spans its quotes; a qualified one points at the missing part.
+        let e = err("SELECT COUNT(*)\n  FROM \"nope\"");
+        assert_eq!(e.message, "Object 'nope' not found (line [2], column [8])");
+        assert_eq!(e.context[4], ("endColumn".to_string(), "13".to_string()));
+        let e = err(r#"SELECT COUNT(*) FROM druid."nope""#);
+        assert_eq!(
+            e.message,
+            "Object 'nope' not found within 'druid' (line [1], column [28])"
+        );
+        let e = err(r#"SELECT COUNT(*) FROM foo.bar"#);
+        assert_eq!(e.message, "Object 'foo' not found (line [1], column [22])");
+        assert_eq!(
+            e.legacy_message.as_deref(),
+            Some("org.apache.calcite.runtime.CalciteContextException: From line 1, column 22 to line 1, column 24: Object 'foo' not found")
+        );
+    }
+
+    #[test]
+    fn unloaded_datasource_is_unknown_but_its_segments_are_listed() {
+        let s = store();
+        let unloaded: BTreeSet<String> = ["clicks".to_string()].into();
+        let run = |sql: &str| {
+            execute_with(
+                &s,
+                &unloaded,
+                &SqlRequest {
+                    query: sql.into(),
+                    ..Default::default()
+                },
+            )
+        };
+        let e = run(r#"SELECT COUNT(*) FROM "clicks""#).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Object 'clicks' not found (line [1], column [22])"
+        );
+        let drift = r#"SELECT "start", "end", SUM("num_rows") AS "rows", COUNT(*) AS "segments", SUM("is_available") AS "available" FROM sys.segments WHERE "datasource" = 'clicks' AND is_published = 1 AND is_overshadowed = 0 GROUP BY 1, 2 ORDER BY 1"#;
+        let r = run(drift).unwrap();
+        assert_eq!(r.rows.len(), 3);
+        assert_eq!(
+            r.rows[0],
+            vec![
+                json!("2026-11-23T00:00:00.000Z"),
+                json!("2026-11-23T01:00:00.000Z"),
+                json!(0),
+                json!(1),
+                json!(0)
+            ]
+        );
+        let r = run("SELECT SUM(is_active), SUM(is_realtime), SUM(num_replicas), MIN(is_published) FROM sys.segments").unwrap();
+        assert_eq!(r.rows, vec![vec![json!(3), json!(0), json!(0), json!(1)]]);
+        let r = q(&s, drift).unwrap();
+        assert_eq!(r.rows[0][2..], [json!(9), json!(1), json!(1)]);
+    }
+
+    #[test]
     fn errors_never_wrong_answers() {
         let s = store();
         for (sql, needle) in [
             (
                 "SELECT COUNT(*) FROM nope",
-                "Object 'nope' not found within 'druid'",
+                // Calcite's message for an unqualified name, with Druid's position suffix.
+                "Object 'nope' not found (line [1], column [22])",
             ),
             (
                 "SELECT COUNT(*) FROM sys.tasks",

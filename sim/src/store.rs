@@ -3,19 +3,29 @@
 //! Storage choice: a datasource is a `BTreeMap` from row timestamp (epoch millis) to an
 //! [`Entry`] holding the number of rows with exactly that timestamp, their input bytes, and
 //! the sums of every numeric column (numeric dimensions and `metricsSpec` metrics). Rows
-//! with equal timestamps collapse into one entry, and no string dimension values are kept;
-//! with rollup, an entry also keeps a 64-bit hash per distinct dimension tuple, so rows
-//! with equal (truncated) timestamp and dimensions merge into one stored row as in Druid. This answers every supported query exactly:
-//! `COUNT(*)` and `SUM(col)` for any `__time` range and any `TIME_FLOOR` period (the key is
-//! the row's own timestamp, so no resolution is lost), `MIN`/`MAX(__time)`, and per-segment
-//! row counts and sizes. Memory is one small entry per distinct timestamp, not per row.
+//! with equal timestamps collapse into one entry, and no string dimension values are kept.
+//! This answers every supported query exactly: `COUNT(*)` and `SUM(col)` for any `__time`
+//! range and any `TIME_FLOOR` period (the key is the row's own timestamp, so no resolution is
+//! lost), `MIN`/`MAX(__time)`, and per-segment row counts and sizes. Memory is one small
+//! entry per distinct timestamp, not per row.
+//!
+//! Rollup is best-effort, as in Kafka ingestion (docs/ingestion/rollup.md "Perfect rollup vs
+//! best-effort rollup": streaming tasks roll up only the rows they hold themselves). With
+//! rollup an entry keeps, per *rollup scope*, a 64-bit hash per distinct dimension tuple; a
+//! row merges into a stored row only if the same scope already holds its tuple. A scope is
+//! what one Kafka task writes into its open segments ([`Store::open_scope`]): a new task, or an
+//! incremental handoff, starts a new scope and so new rows. The tuple sets of scopes that have
+//! been closed are dropped when another scope next writes the entry, so memory stays bounded
+//! by the live scopes plus one set per entry. [`Store::ingest`] (scope 0, never closed) is
+//! the old global behaviour for callers that have no task.
 //!
 //! Segments are not stored: `sys.segments` rows are derived on demand by grouping entries by
 //! the datasource's segment granularity, so a dropped interval (fault) changes them at once.
 //! A datasource with no rows does not exist, as in Druid (it has no segments).
 
-use crate::time::Period;
-use std::collections::{BTreeMap, HashMap};
+use crate::time::{Granularity, Period};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 /// A running sum of one numeric column over the rows of an entry or a query group.
@@ -53,8 +63,8 @@ pub struct Entry {
     pub rows: u64,
     pub bytes: u64,
     pub sums: Vec<(Arc<str>, Sum)>,
-    /// With rollup: hashes of the dimension tuples already in this time bucket.
-    pub tuples: Option<std::collections::HashSet<u64>>,
+    /// With rollup: per rollup scope, hashes of the dimension tuples it holds here.
+    scopes: Vec<(u64, HashSet<u64>)>,
 }
 
 impl Entry {
@@ -68,7 +78,7 @@ impl Entry {
 pub enum Metric {
     /// `{"type":"count","name":N}`: 1 per input row.
     Count { name: String },
-    /// `longSum` / `doubleSum` of an input field.
+    /// `longSum` / `doubleSum` / `floatSum` of an input field.
     Sum {
         name: String,
         field: String,
@@ -77,11 +87,60 @@ pub enum Metric {
 }
 
 impl Metric {
-    /// Whether `column` is this metric's name or input (excluded from schemaless dimensions).
+    /// Whether `column` is this metric's name or input (excluded from schemaless dimensions,
+    /// as DataSchema adds aggregator names and inputs to the dimension exclusions).
     fn uses(&self, column: &str) -> bool {
         match self {
             Metric::Count { name } => name == column,
             Metric::Sum { name, field, .. } => name == column || field == column,
+        }
+    }
+
+    /// The metric's output column.
+    pub fn name(&self) -> &str {
+        match self {
+            Metric::Count { name } | Metric::Sum { name, .. } => name,
+        }
+    }
+}
+
+/// A dimension's declared type (docs/ingestion/ingestion-spec.md "Dimension objects").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DimType {
+    String,
+    Long,
+    Float,
+    Double,
+    /// `json` / `auto` (and discovered dimensions): values kept as they come.
+    Raw,
+}
+
+/// `multiValueHandling` of a string dimension (docs/ingestion/ingestion-spec.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultiValueHandling {
+    /// `SORTED_ARRAY` (the default): values sorted, duplicates kept.
+    SortedArray,
+    /// `SORTED_SET`: sorted, duplicates removed.
+    SortedSet,
+    /// `ARRAY`: as they come.
+    Array,
+}
+
+/// One declared dimension.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dimension {
+    pub name: String,
+    pub ty: DimType,
+    pub multi_value: MultiValueHandling,
+}
+
+impl Dimension {
+    /// A `string` dimension with the default `SORTED_ARRAY` handling.
+    pub fn string(name: &str) -> Dimension {
+        Dimension {
+            name: name.to_string(),
+            ty: DimType::String,
+            multi_value: MultiValueHandling::SortedArray,
         }
     }
 }
@@ -91,13 +150,18 @@ impl Metric {
 pub struct Schema {
     pub timestamp_column: String,
     /// `granularitySpec.segmentGranularity` (None: the emulator's default).
-    pub segment_granularity: Option<Period>,
-    /// `granularitySpec.queryGranularity` (None: NONE, timestamps kept to the millisecond).
-    pub query_granularity: Option<Period>,
+    pub segment_granularity: Option<Granularity>,
+    /// `granularitySpec.queryGranularity` (Druid's default NONE: kept to the millisecond).
+    pub query_granularity: Granularity,
     /// `granularitySpec.rollup` (Druid's default: true).
     pub rollup: bool,
-    /// `dimensionsSpec.dimensions` (None: schemaless, every other field).
-    pub dimensions: Option<Vec<String>>,
+    /// `dimensionsSpec.dimensions`, converted to their declared types.
+    pub dimensions: Vec<Dimension>,
+    /// Whether other input fields become dimensions too: schemaless (no dimensions listed),
+    /// `includeAllDimensions` or `useSchemaDiscovery`.
+    pub discover: bool,
+    /// `dimensionsSpec.dimensionExclusions` (with `discover`).
+    pub exclusions: Vec<String>,
     pub metrics: Vec<Metric>,
 }
 
@@ -107,11 +171,101 @@ impl Schema {
         Schema {
             timestamp_column: timestamp_column.to_string(),
             segment_granularity: None,
-            query_granularity: None,
+            query_granularity: Granularity::None,
             rollup: false,
-            dimensions: None,
+            dimensions: Vec::new(),
+            discover: true,
+            exclusions: Vec::new(),
             metrics: Vec::new(),
         }
+    }
+
+    /// The dimensions of `row` with their values converted to the declared types, sorted by
+    /// name; null values left out (a missing dimension and a null one are the same row).
+    fn dimension_values(&self, row: &serde_json::Map<String, Value>) -> Vec<(String, Value)> {
+        let mut out: Vec<(String, Value)> = Vec::new();
+        for d in &self.dimensions {
+            let v = row
+                .get(&d.name)
+                .map_or(Value::Null, |v| convert(d.ty, d.multi_value, v));
+            out.push((d.name.clone(), v));
+        }
+        if self.discover {
+            for (k, v) in row {
+                let excluded = k == &self.timestamp_column
+                    || k == "__time"
+                    || self.exclusions.iter().any(|e| e == k)
+                    || self.metrics.iter().any(|m| m.uses(k))
+                    || self.dimensions.iter().any(|d| &d.name == k);
+                if !excluded {
+                    out.push((k.clone(), v.clone()));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// Java's `String.valueOf` of a JSON scalar, as Druid stringifies values for string
+/// dimensions (`Rows.objectToStrings`).
+pub(crate) fn java_string(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Converts an input value to a dimension's declared type (DimensionHandlerUtils
+/// convertObjectToLong/Float/Double and string handling): unparseable numbers become null;
+/// string lists are multi-values, ordered by `multiValueHandling`; a one-element list is a
+/// single value and an empty list is null.
+fn convert(ty: DimType, mv: MultiValueHandling, v: &Value) -> Value {
+    let number = |v: &Value| -> Option<f64> {
+        match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        }
+    };
+    match ty {
+        DimType::Raw => v.clone(),
+        DimType::Long => match v {
+            Value::Number(n) if n.is_i64() => v.clone(),
+            Value::String(s) if s.trim().parse::<i64>().is_ok() => {
+                s.trim().parse::<i64>().map_or(Value::Null, Value::from)
+            }
+            _ => number(v).map_or(Value::Null, |f| Value::from(f as i64)),
+        },
+        DimType::Float | DimType::Double => number(v)
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
+        DimType::String => match v {
+            Value::Array(items) => {
+                let mut vals: Vec<Option<String>> = items.iter().map(java_string).collect();
+                match mv {
+                    MultiValueHandling::SortedArray => vals.sort(),
+                    MultiValueHandling::SortedSet => {
+                        vals.sort();
+                        vals.dedup();
+                    }
+                    MultiValueHandling::Array => {}
+                }
+                match vals.len() {
+                    0 => Value::Null,
+                    1 => vals.pop().flatten().map_or(Value::Null, Value::String),
+                    _ => Value::Array(
+                        vals.into_iter()
+                            .map(|s| s.map_or(Value::Null, Value::String))
+                            .collect(),
+                    ),
+                }
+            }
+            other => java_string(other).map_or(Value::Null, Value::String),
+        },
     }
 }
 
@@ -132,7 +286,7 @@ pub struct Datasource {
     pub columns: HashMap<Arc<str>, ColumnKind>,
     /// Segment start -> version (creation time, ISO) of the segment.
     pub versions: HashMap<i64, String>,
-    pub granularity: Period,
+    pub granularity: Granularity,
     pub total_rows: u64,
 }
 
@@ -160,25 +314,44 @@ impl Segment {
     }
 }
 
+/// What [`Store::ingest_scoped`] did with a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    /// False when a drop fault swallowed the row.
+    pub stored: bool,
+    /// Whether the row became a new stored row (false: rolled up into one of its scope).
+    pub new_row: bool,
+    /// Start of the segment interval the row went to.
+    pub segment: i64,
+}
+
 /// All datasources of one emulator, plus the drop-interval fault state.
 #[derive(Debug)]
 pub struct Store {
     inner: RwLock<Inner>,
-    default_granularity: Period,
+    default_granularity: Granularity,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     datasources: HashMap<String, Datasource>,
     /// Datasource -> intervals `[start, end)` whose rows are dropped, now and when ingested.
     drops: HashMap<String, Vec<(i64, i64)>>,
+    /// Rollup scopes still open (scope 0 is always open).
+    live_scopes: HashSet<u64>,
+    next_scope: u64,
 }
 
 impl Store {
     pub fn new(default_granularity: Period) -> Store {
         Store {
-            inner: RwLock::new(Inner::default()),
-            default_granularity,
+            inner: RwLock::new(Inner {
+                datasources: HashMap::new(),
+                drops: HashMap::new(),
+                live_scopes: HashSet::new(),
+                next_scope: 1,
+            }),
+            default_granularity: default_granularity.into(),
         }
     }
 
@@ -190,24 +363,61 @@ impl Store {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores one parsed row under `schema`; returns false if a drop fault swallowed it.
+    /// Opens a rollup scope: the segments one task (or one incremental-handoff sequence of
+    /// it) writes. Rows roll up only with rows of the same scope.
+    pub fn open_scope(&self) -> u64 {
+        let mut inner = self.write();
+        let id = inner.next_scope;
+        inner.next_scope += 1;
+        inner.live_scopes.insert(id);
+        id
+    }
+
+    /// Closes a rollup scope (its task published): later rows never merge into its rows.
+    pub fn close_scope(&self, scope: u64) {
+        self.write().live_scopes.remove(&scope);
+    }
+
+    /// Stores one parsed row under `schema` in the global scope 0; returns false if a drop
+    /// fault swallowed it.
     pub fn ingest(
         &self,
         ds: &str,
         schema: &Schema,
         ts: i64,
-        row: &serde_json::Map<String, serde_json::Value>,
+        row: &serde_json::Map<String, Value>,
         bytes: u64,
     ) -> bool {
-        let mut inner = self.write();
+        self.ingest_scoped(ds, schema, ts, row, bytes, 0).stored
+    }
+
+    /// Stores one parsed row under `schema`; with rollup it merges only with rows of the
+    /// same rollup `scope`.
+    pub fn ingest_scoped(
+        &self,
+        ds: &str,
+        schema: &Schema,
+        ts: i64,
+        row: &serde_json::Map<String, Value>,
+        bytes: u64,
+        scope: u64,
+    ) -> Ingested {
+        let dims = schema.dimension_values(row);
+        let mut guard = self.write();
+        let inner = &mut *guard;
         // The stored timestamp (truncated by queryGranularity) decides, as for removal.
-        let key = schema.query_granularity.map_or(ts, |g| g.floor(ts));
+        let key = schema.query_granularity.bucket_start(ts);
+        let default = self.default_granularity;
+        let granularity = schema.segment_granularity.unwrap_or(default);
         if let Some(drops) = inner.drops.get(ds) {
             if drops.iter().any(|(s, e)| *s <= key && key < *e) {
-                return false;
+                return Ingested {
+                    stored: false,
+                    new_row: false,
+                    segment: granularity.bucket_start(key),
+                };
             }
         }
-        let default = self.default_granularity;
         let d = inner
             .datasources
             .entry(ds.to_string())
@@ -215,38 +425,37 @@ impl Store {
                 entries: BTreeMap::new(),
                 columns: HashMap::new(),
                 versions: HashMap::new(),
-                granularity: schema.segment_granularity.unwrap_or(default),
+                granularity,
                 total_rows: 0,
             });
-        if let Some(g) = schema.segment_granularity {
-            d.granularity = g;
+        if schema.segment_granularity.is_some() {
+            d.granularity = granularity;
         }
-        let seg = d.granularity.floor(key);
+        let seg = d.granularity.bucket_start(key);
         d.versions
             .entry(seg)
             .or_insert_with(|| crate::time::iso(chrono::Utc::now().timestamp_millis()));
-        // Dimensions: the listed ones, or (schemaless) every field but the timestamp and the
-        // metrics' names and inputs.
-        let is_dim = |k: &str| match &schema.dimensions {
-            Some(dims) => dims.iter().any(|d| d == k),
-            None => k != schema.timestamp_column && !schema.metrics.iter().any(|m| m.uses(k)),
-        };
-        let mut dims: Vec<(&String, &serde_json::Value)> =
-            row.iter().filter(|(k, _)| is_dim(k)).collect();
-        dims.sort_by(|a, b| a.0.cmp(b.0));
         let e = d.entries.entry(key).or_default();
-        // With rollup, a row whose dimensions are already in this time bucket merges into it:
-        // the row count and dimension sums stay, the metrics add up.
+        // With rollup, a row whose dimensions this scope already holds in this time bucket
+        // merges into it: the row count and dimension sums stay, the metrics add up.
         let new_row = if schema.rollup {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            for (k, v) in &dims {
+            for (k, v) in dims.iter().filter(|(_, v)| !v.is_null()) {
                 k.hash(&mut h);
                 v.to_string().hash(&mut h);
             }
-            e.tuples
-                .get_or_insert_with(Default::default)
-                .insert(h.finish())
+            let live = &inner.live_scopes;
+            e.scopes
+                .retain(|(s, _)| *s == scope || *s == 0 || live.contains(s));
+            let pos = match e.scopes.iter().position(|(s, _)| *s == scope) {
+                Some(p) => p,
+                None => {
+                    e.scopes.push((scope, HashSet::new()));
+                    e.scopes.len() - 1
+                }
+            };
+            e.scopes[pos].1.insert(h.finish())
         } else {
             true
         };
@@ -285,9 +494,23 @@ impl Store {
             }
         };
         for (k, v) in &dims {
-            let (kind, n) = match v {
-                serde_json::Value::Number(n) if n.is_f64() => (ColumnKind::Double, Some(n)),
-                serde_json::Value::Number(n) => (ColumnKind::Long, Some(n)),
+            let declared = schema
+                .dimensions
+                .iter()
+                .find(|d| &d.name == k)
+                .map(|d| d.ty);
+            let (kind, n) = match (declared, v) {
+                // A declared column exists even when this row has no value for it.
+                (Some(DimType::String), _) => (ColumnKind::Other, None),
+                (Some(DimType::Long), Value::Number(n)) => (ColumnKind::Long, Some(n)),
+                (Some(DimType::Long), _) => (ColumnKind::Long, None),
+                (Some(DimType::Float | DimType::Double), Value::Number(n)) => {
+                    (ColumnKind::Double, Some(n))
+                }
+                (Some(DimType::Float | DimType::Double), _) => (ColumnKind::Double, None),
+                (_, Value::Null) => continue,
+                (_, Value::Number(n)) if n.is_f64() => (ColumnKind::Double, Some(n)),
+                (_, Value::Number(n)) => (ColumnKind::Long, Some(n)),
                 _ => (ColumnKind::Other, None),
             };
             add(k, kind, if new_row { n } else { None });
@@ -303,8 +526,8 @@ impl Store {
                     double,
                 } => {
                     let v = match row.get(field) {
-                        Some(serde_json::Value::Number(n)) => n.clone(),
-                        Some(serde_json::Value::String(s)) => s
+                        Some(Value::Number(n)) => n.clone(),
+                        Some(Value::String(s)) => s
                             .trim()
                             .parse::<f64>()
                             .ok()
@@ -317,7 +540,10 @@ impl Store {
                             .and_then(serde_json::Number::from_f64)
                             .unwrap_or_else(|| zero.clone())
                     } else {
-                        serde_json::Number::from(v.as_f64().map_or(0, |f| f as i64))
+                        serde_json::Number::from(
+                            v.as_i64()
+                                .unwrap_or_else(|| v.as_f64().map_or(0, |f| f as i64)),
+                        )
                     };
                     let kind = if *double {
                         ColumnKind::Double
@@ -328,7 +554,11 @@ impl Store {
                 }
             }
         }
-        true
+        Ingested {
+            stored: true,
+            new_row,
+            segment: seg,
+        }
     }
 
     /// Drop fault: removes the rows of `ds` in `[start, end)` and keeps dropping rows ingested
@@ -380,6 +610,8 @@ impl Store {
     }
 
     /// Segments of one datasource (or all when `None`), ordered by datasource and start.
+    /// A segment spans its granularity bucket (`bucketStart`/`increment`): ALL gives one
+    /// segment over `Intervals.ETERNITY`, MONTH/QUARTER/YEAR calendar intervals in UTC.
     pub fn segments(&self, ds: Option<&str>) -> Vec<Segment> {
         let inner = self.read();
         let mut names: Vec<&String> = inner
@@ -394,7 +626,7 @@ impl Store {
             let g = d.granularity;
             let mut cur: Option<Segment> = None;
             for (ts, e) in &d.entries {
-                let start = g.floor(*ts);
+                let start = g.bucket_start(*ts);
                 match &mut cur {
                     Some(s) if s.start == start => {
                         s.num_rows += e.rows;
@@ -407,7 +639,7 @@ impl Store {
                         cur = Some(Segment {
                             datasource: name.clone(),
                             start,
-                            end: start + g.millis,
+                            end: g.bucket_end(start),
                             num_rows: e.rows,
                             size: e.bytes,
                             version: d.versions.get(&start).cloned().unwrap_or_default(),
@@ -467,11 +699,9 @@ mod tests {
         assert!(s.datasources().is_empty(), "no rows, no datasource");
     }
 
-    #[test]
-    fn rollup_merges_equal_dimensions_and_adds_metrics() {
-        let s = Store::new(Period::parse_granularity("HOUR").unwrap());
-        let schema = Schema {
-            query_granularity: Period::parse_granularity("MINUTE"),
+    fn rollup_schema() -> Schema {
+        Schema {
+            query_granularity: Granularity::from_name("MINUTE").unwrap(),
             rollup: true,
             metrics: vec![
                 Metric::Count {
@@ -484,7 +714,13 @@ mod tests {
                 },
             ],
             ..Schema::raw("ts")
-        };
+        }
+    }
+
+    #[test]
+    fn rollup_merges_equal_dimensions_and_adds_metrics() {
+        let s = Store::new(Period::parse_granularity("HOUR").unwrap());
+        let schema = rollup_schema();
         for (t, user, b) in [
             (1_000, "a", 5),
             (2_000, "a", 7),
@@ -505,5 +741,74 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.segments(None)[0].num_rows, 3);
+    }
+
+    #[test]
+    fn rollup_is_per_task_scope() {
+        let s = Store::new(Period::parse_granularity("HOUR").unwrap());
+        let schema = rollup_schema();
+        let r = row(json!({"ts": 1, "user": "a", "b": 1}));
+        let first = s.open_scope();
+        assert!(s.ingest_scoped("ds", &schema, 1_000, &r, 1, first).new_row);
+        assert!(!s.ingest_scoped("ds", &schema, 2_000, &r, 1, first).new_row);
+        // The next task writes the same tuple: a new row, as in best-effort rollup.
+        let second = s.open_scope();
+        s.close_scope(first);
+        assert!(s.ingest_scoped("ds", &schema, 3_000, &r, 1, second).new_row);
+        assert!(!s.ingest_scoped("ds", &schema, 4_000, &r, 1, second).new_row);
+        s.with_datasource("ds", |d| {
+            let e = &d.entries[&0];
+            assert_eq!(e.rows, 2);
+            assert_eq!(e.sum("count").unwrap().long, 4, "metrics still add up");
+            assert_eq!(e.scopes.len(), 1, "the closed scope's tuples are dropped");
+        })
+        .unwrap();
+        // Null and missing dimensions are the same row.
+        let n = row(json!({"user": "a", "x": null}));
+        assert!(!s.ingest_scoped("ds", &schema, 5_000, &n, 1, second).new_row);
+    }
+
+    #[test]
+    fn typed_dimensions_and_eternity_segments() {
+        let s = Store::new(Period::parse_granularity("HOUR").unwrap());
+        let schema = Schema {
+            segment_granularity: Some(Granularity::All),
+            dimensions: vec![
+                Dimension::string("user"),
+                Dimension {
+                    name: "n".into(),
+                    ty: DimType::Long,
+                    multi_value: MultiValueHandling::SortedArray,
+                },
+            ],
+            discover: false,
+            ..Schema::raw("ts")
+        };
+        let r = row(json!({"user": 5, "n": "7", "other": 3}));
+        assert!(s.ingest("ds", &schema, 1_000, &r, 1));
+        s.with_datasource("ds", |d| {
+            assert_eq!(d.columns[&Arc::<str>::from("user")], ColumnKind::Other);
+            assert_eq!(
+                d.entries[&1_000].sum("n").unwrap().long,
+                7,
+                "\"7\" as a long"
+            );
+            assert!(!d.columns.contains_key("other"), "not a dimension");
+        })
+        .unwrap();
+        let seg = &s.segments(Some("ds"))[0];
+        assert_eq!(
+            crate::time::iso(seg.start),
+            "-146136543-09-08T08:23:32.096Z"
+        );
+        assert_eq!(crate::time::iso(seg.end), "146140482-04-24T15:36:27.903Z");
+        assert_eq!(
+            convert(
+                DimType::String,
+                MultiValueHandling::SortedSet,
+                &json!(["b", "a", "b"])
+            ),
+            json!(["a", "b"])
+        );
     }
 }
