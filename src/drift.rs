@@ -136,17 +136,18 @@ pub fn table(report: &DriftReport) -> String {
         );
         let _ = writeln!(
             out,
-            "  window {} .. {}, {} buckets, count {}, max drift {}%",
+            "  window {} .. {}, {} buckets, count {} ({}), max drift {}%",
             ds.window_start,
             ds.window_end,
             ds.granularity,
             ds.count,
+            ds.count_source,
             ds.max_drift * 100.0
         );
         let _ = writeln!(
             out,
-            "  {:<16} {:>12} {:>10} {:>15} {:>14}  {:<12} NOTE",
-            "SITE", "ROWS", "FRESHNESS", "RECORDS BEHIND", "(NOT MIRRORED)", "SUPERVISOR"
+            "  {:<16} {:>12} {:>10} {:>10} {:>15} {:>14}  {:<12} NOTE",
+            "SITE", "ROWS", "FRESHNESS", "LAG", "RECORDS BEHIND", "(NOT MIRRORED)", "SUPERVISOR"
         );
         for s in &ds.sites {
             let supervisor = s
@@ -161,12 +162,13 @@ pub fn table(report: &DriftReport) -> String {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {:<16} {:>12} {:>10} {:>15} {:>14}  {:<12} {}",
+                "  {:<16} {:>12} {:>10} {:>10} {:>15} {:>14}  {:<12} {}",
                 s.site,
                 s.rows
                     .map(|r| r.to_string())
                     .unwrap_or_else(|| "?".to_string()),
                 age(s.freshness_seconds),
+                age(s.source_lag_seconds),
                 or_dash(s.records_behind),
                 or_dash(s.mirror_behind),
                 supervisor,

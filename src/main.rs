@@ -111,6 +111,15 @@ enum Command {
     /// Compare what every site's Druid holds, per datasource, querying the sites directly (no
     /// coordinator needed). Exits 0 when every datasource is in sync within --max-drift, 1 on
     /// drift (lagging or diverged), 2 when a site (or the config) could not be checked.
+    ///
+    /// Rows are counted as each flow's `[flows.drift] count` says; by default ("auto") from
+    /// each site's supervisor spec: SUM of its count metric when the datasource rolls up
+    /// (Kafka rollup is best-effort, so COUNT(*) can differ between sites that hold the same
+    /// events), COUNT(*) otherwise. The output names the expression used. Records behind
+    /// whose oldest has waited less than the flow's `lag_tolerance` (30s) are in flight, not
+    /// lag. A site whose segments are published but not loaded is unknown, never "no data".
+    /// Supervisor calls go to `[sites.druid] overlord_url` when set, else through the Router
+    /// (which needs druid.router.managementProxy.enabled=true).
     DriftCheck(DriftCheckArgs),
     /// Run the whole system in one process, with no external services: a source and two
     /// sites on in-process Kafka clusters, folders as object stores, two emulated Druid

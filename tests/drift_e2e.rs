@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::{http_get, wait_until, Cluster, BIN};
+use common::drift::{drift_check, site, two_sites};
+use common::{http_get, wait_until, Cluster};
 use lockstep_sim::loadgen::{self, LoadSpec};
 use lockstep_sim::{Emulator, EmulatorConfig};
 use rdkafka::mocking::MockCluster;
@@ -26,7 +27,7 @@ fn supervisor_spec(bootstrap: &str) -> serde_json::Value {
             "dataSchema": {
                 "dataSource": "clicks",
                 "timestampSpec": { "column": "timestamp", "format": "iso" },
-                "granularitySpec": { "segmentGranularity": "HOUR" }
+                "granularitySpec": { "segmentGranularity": "HOUR", "rollup": false }
             },
             "ioConfig": {
                 "topic": "clicks",
@@ -61,54 +62,6 @@ fn site_topic_end(emu: &Emulator) -> i64 {
         .unwrap_or(0)
 }
 
-struct Run {
-    code: i32,
-    out: String,
-    json: serde_json::Value,
-}
-
-/// Runs `lockstep drift-check` twice (table, then JSON) and returns both.
-async fn drift_check(config: &std::path::Path) -> Run {
-    let run = |format: &'static str| {
-        let config = config.to_path_buf();
-        async move {
-            tokio::process::Command::new(BIN)
-                .arg("drift-check")
-                .arg("--config")
-                .arg(&config)
-                .args(["--format", format])
-                .env("RUST_LOG", "warn")
-                .output()
-                .await
-                .expect("run drift-check")
-        }
-    };
-    let table = run("table").await;
-    let json = run("json").await;
-    let out = String::from_utf8_lossy(&table.stdout).to_string()
-        + &String::from_utf8_lossy(&table.stderr);
-    let code = table.status.code().unwrap_or(-1);
-    assert_eq!(
-        json.status.code().unwrap_or(-1),
-        code,
-        "table and json agree on the exit code"
-    );
-    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap_or_else(|e| {
-        panic!(
-            "drift-check json: {e}: {}",
-            String::from_utf8_lossy(&json.stdout)
-        )
-    });
-    Run { code, out, json }
-}
-
-fn site<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    json["datasources"][0]["sites"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["site"] == name))
-        .unwrap_or_else(|| panic!("no site {name} in {json}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_check_in_sync_lagging_diverged_unknown() {
     let source: MockCluster<'static, _> = MockCluster::new(1).expect("source cluster");
@@ -133,40 +86,14 @@ async fn drift_check_in_sync_lagging_diverged_unknown() {
         .await
         .expect("load");
 
-    let body = format!(
-        r#"
-[[sites]]
-name = "a"
-druid.router_url = "{a}"
-druid.timeout = "5s"
-kafka.bootstrap_servers = "{ka}"
-
-[[sites]]
-name = "b"
-druid.router_url = "{b}"
-druid.timeout = "5s"
-kafka.bootstrap_servers = "{kb}"
-
-[[sources]]
-name = "up"
-kind = "kafka"
-kafka.bootstrap_servers = "{src}"
-
-[[flows]]
-name = "clicks"
-kind = "kafka"
-source = "up"
-topics = ["clicks"]
-datasources = ["clicks"]
-[flows.drift]
-window = "12h"
-settle = "1m"
-"#,
-        a = emu_a.url(),
-        b = emu_b.as_ref().expect("b").url(),
-        ka = site_a.bootstrap_servers(),
-        kb = site_b.bootstrap_servers(),
-        src = source.bootstrap_servers(),
+    let body = two_sites(
+        (&emu_a.url(), &site_a.bootstrap_servers()),
+        (
+            &emu_b.as_ref().expect("b").url(),
+            &site_b.bootstrap_servers(),
+        ),
+        &source.bootstrap_servers(),
+        "window = \"12h\"\nsettle = \"1m\"\nlag_tolerance = \"0s\"",
     );
     let mut cluster =
         Cluster::start_full(&body, "drift_interval = \"500ms\"", 4000, 500, 300, true);
@@ -216,6 +143,14 @@ settle = "1m"
         metrics.contains("lockstep_drift_records_behind{datasource=\"clicks\",site=\"b\"} 0"),
         "{metrics}"
     );
+    // Freshness against the source, in seconds: caught up is 0, on the API and as a metric.
+    assert_eq!(site(&r.json, "b")["source_lag_seconds"], 0.0, "{}", r.json);
+    let (_, api) = http_get(&cluster.http, "/api/v1/drift").expect("drift api");
+    assert!(api.contains("\"source_lag_seconds\":0.0"), "{api}");
+    assert!(
+        metrics.contains("lockstep_drift_source_lag_seconds{datasource=\"clicks\",site=\"b\"} 0"),
+        "{metrics}"
+    );
 
     // 2. Site b's ingestion paused, late rows arrive: lagging by exactly those records, counted
     // in source offsets.
@@ -249,6 +184,13 @@ settle = "1m"
         r.json
     );
     assert_eq!(site(&r.json, "a")["records_behind"], 0, "{}", r.json);
+    assert!(
+        site(&r.json, "b")["source_lag_seconds"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0),
+        "a paused site's oldest record not ingested has waited: {}",
+        r.json
+    );
     // Everything is mirrored: the lag is Druid's ingestion, not the mirror.
     assert_eq!(site(&r.json, "b")["mirror_behind"], 0, "{}", r.json);
     assert!(

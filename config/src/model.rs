@@ -118,6 +118,12 @@ pub struct Site {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Druid {
     pub router_url: String,
+    /// The Overlord's own URL, for the supervisor API. None: through the Router, which only
+    /// proxies it with `druid.router.managementProxy.enabled=true` (off by default).
+    pub overlord_url: Option<String>,
+    /// The Coordinator's own URL, for its metadata API (used segments). None: through the
+    /// Router, under the same management-proxy condition.
+    pub coordinator_url: Option<String>,
     pub username: Option<String>,
     pub password: Option<Secret>,
     #[serde(with = "humantime_serde_compat")]
@@ -319,8 +325,15 @@ pub struct DriftSettings {
     pub settle: Duration,
     /// Time bucket of the fine, per-bucket comparison.
     pub granularity: Granularity,
-    /// How rows are counted: `COUNT(*)`, or `SUM("count")` for rolled-up datasources.
-    pub count: CountExpr,
+    /// How rows are counted, when configured: `COUNT(*)`, or `SUM("count")` for rolled-up
+    /// datasources. None (the default): chosen per datasource from its supervisor spec
+    /// (`SUM` of its count metric when it rolls up, `COUNT(*)` otherwise).
+    pub count: Option<CountExpr>,
+    /// How long source records may wait, not yet in a site's Druid, before that site counts
+    /// as lagging (records in flight in a steady pipeline are not lag). A site that is
+    /// lagging stays so until its wait falls under half of this (hysteresis).
+    #[serde(with = "humantime_serde_compat")]
+    pub lag_tolerance: Duration,
     /// Largest tolerated relative difference per bucket (0.001 = 0.1%).
     pub max_drift: f64,
 }
@@ -331,7 +344,8 @@ impl Default for DriftSettings {
             window: Duration::from_secs(24 * 3600),
             settle: Duration::from_secs(300),
             granularity: Granularity::Hour,
-            count: CountExpr::Rows,
+            count: None,
+            lag_tolerance: Duration::from_secs(30),
             max_drift: 0.0,
         }
     }
@@ -654,6 +668,8 @@ pub(crate) struct RawSite {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDruid {
     pub router_url: String,
+    pub overlord_url: Option<String>,
+    pub coordinator_url: Option<String>,
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub timeout: Option<String>,
@@ -721,4 +737,5 @@ pub(crate) struct RawDrift {
     pub granularity: Option<String>,
     pub count: Option<String>,
     pub max_drift: Option<String>,
+    pub lag_tolerance: Option<String>,
 }

@@ -303,13 +303,20 @@ settle = "10m"
 granularity = "day"
 count = 'SUM("count")'
 max_drift = "0.1%"
+lag_tolerance = "0s"
 "#;
     let d = parse_ok(&text).flows[0].drift.clone();
     assert_eq!(d.window, std::time::Duration::from_secs(48 * 3600));
     assert_eq!(d.settle, std::time::Duration::from_secs(600));
     assert_eq!(d.granularity, Granularity::Day);
-    assert_eq!(d.count, CountExpr::Sum("count".to_string()));
-    assert_eq!(d.count.sql(), "SUM(\"count\")");
+    assert_eq!(d.count, Some(CountExpr::Sum("count".to_string())));
+    assert_eq!(d.lag_tolerance, std::time::Duration::ZERO);
+    let auto = parse_ok(MINIMAL);
+    assert_eq!(auto.flows[0].drift.count, None, "auto by default");
+    assert_eq!(
+        auto.flows[0].drift.lag_tolerance,
+        std::time::Duration::from_secs(30)
+    );
     assert!((d.max_drift - 0.001).abs() < 1e-12);
 }
 
@@ -328,7 +335,7 @@ max_drift = "150%"
     for needle in [
         "flows[0].drift.settle: 2h must be shorter than window (1h)",
         "flows[0].drift.granularity: unknown granularity \"fortnight\"",
-        "flows[0].drift.count: \"SUM(a; DROP)\" is not COUNT(*)",
+        "flows[0].drift.count: \"SUM(a; DROP)\" is not \"auto\", COUNT(*)",
         "flows[0].drift.max_drift: \"150%\" is not a ratio",
     ] {
         assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");

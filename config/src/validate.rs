@@ -355,6 +355,19 @@ pub(crate) fn validate(raw: RawConfig, produced: &Produced) -> Result<Config, Ve
                 format!("\"{url}\" must be an http:// or https:// URL"),
             );
         }
+        for (field, value) in [
+            ("overlord_url", &s.druid.overlord_url),
+            ("coordinator_url", &s.druid.coordinator_url),
+        ] {
+            if let Some(url) = value {
+                if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                    c.err(
+                        format!("{p}.druid.{field}"),
+                        format!("\"{url}\" must be an http:// or https:// URL"),
+                    );
+                }
+            }
+        }
         if s.druid.password.is_some() && s.druid.username.is_none() {
             c.err(
                 format!("{p}.druid.username"),
@@ -374,6 +387,14 @@ pub(crate) fn validate(raw: RawConfig, produced: &Produced) -> Result<Config, Ve
             name: s.name,
             druid: Druid {
                 router_url: s.druid.router_url.trim_end_matches('/').to_string(),
+                overlord_url: s
+                    .druid
+                    .overlord_url
+                    .map(|u| u.trim_end_matches('/').to_string()),
+                coordinator_url: s
+                    .druid
+                    .coordinator_url
+                    .map(|u| u.trim_end_matches('/').to_string()),
                 username: s.druid.username,
                 password: s.druid.password,
                 timeout,
@@ -773,13 +794,19 @@ fn drift_settings(c: &mut Checker, p: &str, raw: Option<&RawDrift>) -> DriftSett
     };
     let count = match raw.count.as_deref() {
         None => d.count,
-        Some(t) => CountExpr::parse(t).unwrap_or_else(|| {
+        Some(t) if t.trim().eq_ignore_ascii_case("auto") => None,
+        Some(t) => Some(CountExpr::parse(t).unwrap_or_else(|| {
             c.err(
                 format!("{p}.count"),
-                format!("\"{t}\" is not COUNT(*) or SUM(\"column\")"),
+                format!("\"{t}\" is not \"auto\", COUNT(*) or SUM(\"column\")"),
             );
             CountExpr::Rows
-        }),
+        })),
+    };
+    // Zero is allowed: any record not yet ingested makes the site lagging.
+    let lag_tolerance = match raw.lag_tolerance.as_deref() {
+        Some(t) if t.trim() == "0" || t.trim() == "0s" => Duration::ZERO,
+        other => c.duration(&format!("{p}.lag_tolerance"), other, d.lag_tolerance),
     };
     let max_drift = match raw.max_drift.as_deref() {
         None => d.max_drift,
@@ -799,6 +826,7 @@ fn drift_settings(c: &mut Checker, p: &str, raw: Option<&RawDrift>) -> DriftSett
         granularity,
         count,
         max_drift,
+        lag_tolerance,
     }
 }
 

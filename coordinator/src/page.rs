@@ -132,7 +132,7 @@ fn drift_section(d: &PageData) -> Markup {
                     }
                     table #drift-table {
                         thead { tr { th { "datasource" } th { "flow" } th { "verdict" } th { "reason" }
-                            th { "site" } th.num { "rows" } th.num { "records behind" } th.num { "freshness" } th { "supervisor" } } }
+                            th { "site" } th.num { "rows" } th.num { "records behind" } th.num { "source lag" } th.num { "freshness" } th { "supervisor" } } }
                         tbody {
                             @for ds in &r.datasources {
                                 @let n = ds.sites.len().max(1);
@@ -146,10 +146,11 @@ fn drift_section(d: &PageData) -> Markup {
                                         }
                                         td { (site.site) }
                                         @match &site.error {
-                                            Some(e) => td colspan="4" .bad { (site.error_kind.as_deref().unwrap_or("error")) ": " (e) },
+                                            Some(e) => td colspan="5" .bad { (site.error_kind.as_deref().unwrap_or("error")) ": " (e) },
                                             None => {
                                                 td.num { (opt(site.rows)) }
                                                 td.num { (opt(site.records_behind)) }
+                                                td.num { @match site.source_lag_seconds { Some(f) => (format!("{f:.1}s")), None => "–" } }
                                                 td.num { @match site.freshness_seconds { Some(f) => (humantime::format_duration(Duration::from_secs(f.max(0.0) as u64))), None => "–" } }
                                                 td { @match &site.supervisor { Some(sv) => (sv.detailed_state.as_deref().or(sv.state.as_deref()).unwrap_or("?")), None => "–" } }
                                             }

@@ -75,7 +75,7 @@ fn child(config: &str) {
             let mut targets = drift::targets(&cfg, None, &Overrides::default());
             if let Some(c) = count {
                 for t in &mut targets {
-                    t.settings.count = lockstep_config::CountExpr::parse(c).expect("count");
+                    t.settings.count = lockstep_config::CountExpr::parse(c);
                 }
             }
             let started = Instant::now();
@@ -163,7 +163,7 @@ fn spec(ds: &str, bootstrap: &str) -> serde_json::Value {
             "dataSchema": {
                 "dataSource": ds,
                 "timestampSpec": { "column": "timestamp", "format": "iso" },
-                "granularitySpec": { "segmentGranularity": "HOUR" }
+                "granularitySpec": { "segmentGranularity": "HOUR", "rollup": false }
             },
             "ioConfig": {
                 "topic": ds,

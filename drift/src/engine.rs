@@ -281,6 +281,39 @@ pub struct SiteFacts {
     pub records_behind: Option<i64>,
     /// Newest row, epoch ms; None for an empty datasource.
     pub latest: Option<i64>,
+    /// How long the oldest record not yet ingested has waited, ms; None when unknown.
+    pub waiting_ms: Option<i64>,
+    /// Behind, but within the lag tolerance ([`is_lagging`] said no): records in flight in a
+    /// steady pipeline. Such a site's deficits are still excused as lag by [`compare`], but
+    /// it does not make the datasource `lagging`.
+    pub in_flight: bool,
+}
+
+/// Whether a site with `records_behind` counts as lagging, with hysteresis: it starts
+/// lagging once its oldest record not yet ingested has waited longer than `tolerance_ms`,
+/// and stays lagging until that wait falls to half of it, so a steady site whose wait
+/// hovers around the tolerance does not flap between `in_sync` and `lagging`. A site behind
+/// whose wait is unknown is lagging (no evidence that it is only in flight); a site not
+/// behind never is.
+pub fn is_lagging(
+    records_behind: Option<i64>,
+    waiting_ms: Option<i64>,
+    tolerance_ms: i64,
+    was_lagging: bool,
+) -> bool {
+    match (records_behind, waiting_ms) {
+        (Some(r), _) if r <= 0 => false,
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(_), Some(w)) => {
+            let threshold = if was_lagging {
+                tolerance_ms / 2
+            } else {
+                tolerance_ms
+            };
+            w > threshold || (tolerance_ms == 0)
+        }
+    }
 }
 
 /// How far each site is catching up. A site with records behind (known) gets a budget of
@@ -349,9 +382,17 @@ pub fn verdict(
     }
     let newest = facts.iter().filter_map(|f| f.latest).max();
     let mut behind = Vec::new();
+    let mut in_flight = Vec::new();
     for (n, f) in names.iter().zip(facts) {
+        let waited = f
+            .waiting_ms
+            .map(|w| format!(", the oldest waiting {:.1}s", w as f64 / 1000.0))
+            .unwrap_or_default();
         match f.records_behind {
-            Some(r) if r > 0 => behind.push(format!("{n} is {r} source records behind")),
+            Some(r) if r > 0 && f.in_flight => {
+                in_flight.push(format!("{n}: {r} records in flight{waited}"))
+            }
+            Some(r) if r > 0 => behind.push(format!("{n} is {r} source records behind{waited}")),
             _ => {
                 if let (Some(l), Some(m)) = (f.latest, newest) {
                     if m - l > slack_ms {
@@ -361,7 +402,7 @@ pub fn verdict(
             }
         }
     }
-    if !behind.is_empty() || comparison.lag_explained > 0 {
+    if !behind.is_empty() || (comparison.lag_explained > 0 && in_flight.is_empty()) {
         if behind.is_empty() {
             behind.push(format!(
                 "{} bucket(s) still catching up",
@@ -369,6 +410,15 @@ pub fn verdict(
             ));
         }
         return (Verdict::Lagging, behind.join("; "));
+    }
+    if !in_flight.is_empty() {
+        return (
+            Verdict::InSync,
+            format!(
+                "every site holds the same rows ({}; within the lag tolerance)",
+                in_flight.join("; ")
+            ),
+        );
     }
     (
         Verdict::InSync,
@@ -701,6 +751,64 @@ mod tests {
             0.0,
         );
         assert_eq!(verdict(&n, &facts, &c, 0).0, Verdict::InSync);
+    }
+
+    #[test]
+    fn lag_has_a_tolerance_and_hysteresis() {
+        // Caught up or unknown: never lagging.
+        assert!(!is_lagging(Some(0), Some(90_000), 30_000, true));
+        assert!(!is_lagging(None, None, 30_000, false));
+        // Behind with no wait known: lagging.
+        assert!(is_lagging(Some(5), None, 30_000, false));
+        // Enters above the tolerance, leaves below half of it.
+        assert!(!is_lagging(Some(5), Some(29_000), 30_000, false));
+        assert!(is_lagging(Some(5), Some(31_000), 30_000, false));
+        assert!(is_lagging(Some(5), Some(20_000), 30_000, true));
+        assert!(!is_lagging(Some(5), Some(14_000), 30_000, true));
+        // A steady site hovering around the tolerance does not flap once lagging.
+        let mut was = false;
+        let mut changes = 0;
+        for w in [
+            25_000, 31_000, 28_000, 32_000, 27_000, 29_500, 31_000, 26_000,
+        ] {
+            let now = is_lagging(Some(3), Some(w), 30_000, was);
+            changes += usize::from(now != was);
+            was = now;
+        }
+        assert_eq!(changes, 1, "entered once, never left");
+        // Zero tolerance: any record behind is lag.
+        assert!(is_lagging(Some(1), Some(0), 0, false));
+    }
+
+    #[test]
+    fn records_in_flight_keep_a_site_in_sync() {
+        let n = names(&["a", "b"]);
+        let facts = vec![
+            SiteFacts {
+                records_behind: Some(0),
+                latest: Some(H),
+                ..Default::default()
+            },
+            SiteFacts {
+                records_behind: Some(7),
+                latest: Some(H),
+                waiting_ms: Some(1_200),
+                in_flight: true,
+                ..Default::default()
+            },
+        ];
+        let c = compare(
+            &n,
+            &[counts(&[(1, 5)]), counts(&[(1, 5)])],
+            &lags(&facts, H, 0, true),
+            0.0,
+        );
+        let (v, why) = verdict(&n, &facts, &c, 0);
+        assert_eq!(v, Verdict::InSync, "{why}");
+        assert!(
+            why.contains("b: 7 records in flight, the oldest waiting 1.2s"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! `lockstep drift-check`, which needs no control plane: this crate never depends on the
 //! coordinator, gRPC or the election, and it only reads (Druid and Kafka), never writes.
 //!
-//! An unreachable site makes its datasource `unknown`; it is never counted as zero rows.
+//! An unreachable site makes its datasource `unknown`; it is never counted as zero rows. Nor
+//! is a site whose segments are published but not queryable (Druid SQL then says the
+//! datasource is "not found", exactly as for one that never existed).
 
 mod check;
 pub mod druid;
@@ -29,6 +31,43 @@ use crate::druid::DruidError;
 use lockstep_config::{Config, DriftSettings, FlowKind, KafkaCluster, SourceKind, TopicSelector};
 use serde::Serialize;
 use std::collections::BTreeMap;
+
+/// Why one site could not be checked for one datasource.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error(transparent)]
+    Druid(#[from] DruidError),
+    /// SQL does not know the datasource, yet the metadata lists used segments.
+    #[error("site {site}: {published} published segment(s) of \"{datasource}\" are not queryable (per {evidence}): Historicals down or segments not loaded")]
+    Unqueryable {
+        site: String,
+        datasource: String,
+        published: i64,
+        /// Which metadata said so: `sys.segments` or the Coordinator's metadata API.
+        evidence: &'static str,
+    },
+    /// Some published segments in the compared window are not loaded: counts there would
+    /// be short, which would read as lost data.
+    #[error("site {site}: {unloaded} of {published} published segment(s) of \"{datasource}\" in the window are not loaded (Historicals down or segments not loaded): rows cannot be compared")]
+    PartlyLoaded {
+        site: String,
+        datasource: String,
+        unloaded: i64,
+        published: i64,
+    },
+}
+
+impl SiteError {
+    /// A short label (`error_kind` in reports): the Druid error's kind, `unqueryable` or
+    /// `partly_loaded`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SiteError::Druid(e) => e.kind(),
+            SiteError::Unqueryable { .. } => "unqueryable",
+            SiteError::PartlyLoaded { .. } => "partly_loaded",
+        }
+    }
+}
 
 /// How many divergent buckets a report lists (the count is always complete).
 pub const MAX_LISTED_BUCKETS: usize = 20;
@@ -144,7 +183,12 @@ pub struct DatasourceReport {
     pub window_start: String,
     pub window_end: String,
     pub granularity: String,
+    /// The count expression compared (`COUNT(*)`, `SUM("count")`, each site's when they
+    /// differ, or `presence (time coverage)` for a rollup without a count metric).
     pub count: String,
+    /// Where it came from: `configured` ([flows.drift] count), `spec` (the supervisor
+    /// spec's rollup and count metric) or `default` (no spec to read: `COUNT(*)`).
+    pub count_source: String,
     pub max_drift: f64,
     pub sites: Vec<SiteReport>,
     /// The first [`MAX_LISTED_BUCKETS`] divergent buckets.
@@ -160,13 +204,20 @@ pub struct DatasourceReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct SiteReport {
     pub site: String,
-    /// Rows over the compared window; null when the site could not be read.
+    /// Rows over the compared window (counted with `count`); null when the site could not be
+    /// read.
     pub rows: Option<i64>,
+    /// This site's count expression.
+    pub count: Option<String>,
     /// Newest row (`MAX(__time)`).
     pub latest: Option<String>,
     pub freshness_seconds: Option<f64>,
     /// Source records not yet in this site's Druid (sum over partitions); null if unknown.
     pub records_behind: Option<i64>,
+    /// Freshness against the source: how long the oldest source record not yet in this
+    /// site's Druid has waited (mirror lag plus Druid's own lag); 0 when caught up, null when
+    /// unknown. From Druid's `aggregateLagMillis` (Druid's lag only) when Kafka cannot be read.
+    pub source_lag_seconds: Option<f64>,
     /// The part of `records_behind` not yet mirrored into the site topic (mirror lag).
     pub mirror_behind: Option<i64>,
     pub partitions: Vec<offsets::PartitionProgress>,
@@ -199,18 +250,20 @@ pub struct BucketView {
 }
 
 impl SiteReport {
-    fn failed(site: &str, e: &DruidError) -> Self {
+    fn failed(site: &str, error: String, kind: &str) -> Self {
         SiteReport {
             site: site.to_string(),
             rows: None,
+            count: None,
             latest: None,
             freshness_seconds: None,
             records_behind: None,
+            source_lag_seconds: None,
             mirror_behind: None,
             partitions: Vec::new(),
             supervisor: None,
-            error: Some(e.to_string()),
-            error_kind: Some(e.kind().to_string()),
+            error: Some(error),
+            error_kind: Some(kind.to_string()),
             notes: Vec::new(),
         }
     }
@@ -247,6 +300,17 @@ pub fn record_metrics(metrics: &DriftMetrics, report: &DriftReport) {
                     let _ = metrics.drift_records_behind.remove_label_values(&labels);
                 }
             }
+            match s.source_lag_seconds {
+                Some(f) => metrics
+                    .drift_source_lag_seconds
+                    .with_label_values(&labels)
+                    .set(f),
+                None => {
+                    let _ = metrics
+                        .drift_source_lag_seconds
+                        .remove_label_values(&labels);
+                }
+            }
             match s.freshness_seconds {
                 Some(f) => metrics
                     .drift_freshness_seconds
@@ -268,9 +332,11 @@ mod tests {
         SiteReport {
             site: name.to_string(),
             rows,
+            count: None,
             latest: None,
             freshness_seconds: rows.map(|_| 5.0),
             records_behind: behind,
+            source_lag_seconds: behind.map(|b| b as f64),
             mirror_behind: None,
             partitions: Vec::new(),
             supervisor: None,
@@ -294,6 +360,7 @@ mod tests {
                 window_end: String::new(),
                 granularity: "hour".into(),
                 count: "COUNT(*)".into(),
+                count_source: "default".into(),
                 max_drift: 0.0,
                 sites,
                 divergent_buckets: Vec::new(),
@@ -329,6 +396,9 @@ mod tests {
             text.contains("lockstep_drift_rows_difference{datasource=\"clicks\",site=\"b\"} -10")
         );
         assert!(text.contains("lockstep_drift_records_behind{datasource=\"clicks\",site=\"b\"} 10"));
+        assert!(
+            text.contains("lockstep_drift_source_lag_seconds{datasource=\"clicks\",site=\"b\"} 10")
+        );
         assert!(
             text.contains("lockstep_drift_verdict{datasource=\"clicks\",verdict=\"lagging\"} 1")
         );

@@ -21,6 +21,7 @@ pub const NAMES: &[&str] = &[
     "lockstep_druid_request_duration_seconds",
     "lockstep_druid_errors_total",
     "lockstep_druid_up",
+    "lockstep_drift_source_lag_seconds",
 ];
 
 /// The drift and Druid client metrics. Cheap to clone (handles).
@@ -30,6 +31,7 @@ pub struct DriftMetrics {
     pub drift_rows_difference: IntGaugeVec,
     pub drift_records_behind: IntGaugeVec,
     pub drift_freshness_seconds: GaugeVec,
+    pub drift_source_lag_seconds: GaugeVec,
     pub drift_poll_seconds: Histogram,
     pub druid_request_seconds: HistogramVec,
     pub druid_errors: IntCounterVec,
@@ -68,6 +70,14 @@ impl DriftMetrics {
                 &["datasource", "site"],
             )
             .expect("valid metric"),
+            drift_source_lag_seconds: GaugeVec::new(
+                Opts::new(
+                    NAMES[8],
+                    "How long the oldest source record not yet in the site's Druid has waited (mirror lag plus Druid's lag; 0 when caught up; absent when unknown).",
+                ),
+                &["datasource", "site"],
+            )
+            .expect("valid metric"),
             drift_poll_seconds: Histogram::with_opts(
                 HistogramOpts::new(NAMES[4], "Time to check drift of every datasource once.")
                     .buckets(slow.clone()),
@@ -82,14 +92,14 @@ impl DriftMetrics {
             druid_errors: IntCounterVec::new(
                 Opts::new(
                     NAMES[6],
-                    "Failed Druid API calls by site and kind (unreachable, timeout, unauthorized, druid, not_json, decode, setup).",
+                    "Failed Druid API calls by site and kind (unreachable, timeout, query_timeout, capacity_exceeded, unauthorized, druid, not_json, decode, setup).",
                 ),
                 &["site", "kind"],
             )
             .expect("valid metric"),
             druid_up: gauge_vec(
                 NAMES[7],
-                "1 if the last call to the site's Druid got an answer from Druid (success or a Druid error), 0 if it was unreachable, timed out or answered with something other than Druid JSON.",
+                "1 if the last call to the site's Druid got an answer from Druid (success, a Druid error, or a 404 page of a Router that does not proxy an API), 0 if it was unreachable, timed out, or a proxy in front answered 502/503/504 with a page.",
                 &["site"],
             ),
         }
@@ -102,6 +112,7 @@ impl DriftMetrics {
             Box::new(self.drift_rows_difference.clone()),
             Box::new(self.drift_records_behind.clone()),
             Box::new(self.drift_freshness_seconds.clone()),
+            Box::new(self.drift_source_lag_seconds.clone()),
             Box::new(self.drift_poll_seconds.clone()),
             Box::new(self.druid_request_seconds.clone()),
             Box::new(self.druid_errors.clone()),
@@ -138,6 +149,7 @@ impl DriftMetrics {
         self.drift_rows_difference.reset();
         self.drift_records_behind.reset();
         self.drift_freshness_seconds.reset();
+        self.drift_source_lag_seconds.reset();
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod demo;
+pub mod drift;
 pub mod kafka;
 
 use lockstep_proto as pb;

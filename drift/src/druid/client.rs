@@ -1,5 +1,8 @@
-//! [`DruidClient`]: one site's Druid Router over HTTP(S) (reqwest with rustls), with the
-//! site's basic auth, extra CA file and timeout. Each call is timed and counted in the drift
+//! [`DruidClient`]: one site's Druid over HTTP(S) (reqwest with rustls), with the site's basic
+//! auth, extra CA file and timeout. SQL goes to the Router; the supervisor API to the
+//! Overlord and the metadata API to the Coordinator, each through the Router unless the site
+//! names their own URLs (a Router proxies them only with `druid.router.managementProxy.enabled`,
+//! off by default: docs/design/router.md "Management proxy routing"). Each call is timed and counted in the drift
 //! metrics ([`DriftMetrics`], `lockstep_druid_*`) and turns every failure into a [`DruidError`].
 
 use crate::metrics::DriftMetrics;
@@ -13,6 +16,10 @@ use std::time::Instant;
 pub struct DruidClient {
     site: String,
     base: reqwest::Url,
+    /// Where the supervisor API is asked (`overlord_url`, else the Router).
+    overlord: reqwest::Url,
+    /// Where the Coordinator's metadata API is asked (`coordinator_url`, else the Router).
+    coordinator: reqwest::Url,
     http: reqwest::Client,
     auth: Option<(String, lockstep_config::Secret)>,
     metrics: DriftMetrics,
@@ -23,6 +30,7 @@ impl std::fmt::Debug for DruidClient {
         f.debug_struct("DruidClient")
             .field("site", &self.site)
             .field("base", &self.base.as_str())
+            .field("overlord", &self.overlord.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -43,8 +51,18 @@ impl DruidClient {
             site: site.to_string(),
             message,
         };
-        let base = reqwest::Url::parse(&cfg.router_url)
-            .map_err(|e| setup(format!("router_url \"{}\": {e}", cfg.router_url)))?;
+        let parse = |field: &str, url: &str| {
+            reqwest::Url::parse(url).map_err(|e| setup(format!("{field} \"{url}\": {e}")))
+        };
+        let base = parse("router_url", &cfg.router_url)?;
+        let overlord = match &cfg.overlord_url {
+            Some(u) => parse("overlord_url", u)?,
+            None => base.clone(),
+        };
+        let coordinator = match &cfg.coordinator_url {
+            Some(u) => parse("coordinator_url", u)?,
+            None => base.clone(),
+        };
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(cfg.timeout)
@@ -73,6 +91,8 @@ impl DruidClient {
         Ok(DruidClient {
             site: site.to_string(),
             base,
+            overlord,
+            coordinator,
             http,
             auth,
             metrics,
@@ -83,8 +103,17 @@ impl DruidClient {
         &self.site
     }
 
+    /// Whether the supervisor API goes through the Router (no `overlord_url`).
+    pub fn overlord_via_router(&self) -> bool {
+        self.overlord == self.base
+    }
+
     fn url(&self, segments: &[&str]) -> reqwest::Url {
-        let mut url = self.base.clone();
+        Self::join(&self.base, segments)
+    }
+
+    fn join(base: &reqwest::Url, segments: &[&str]) -> reqwest::Url {
+        let mut url = base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty();
             path.extend(segments);
@@ -104,8 +133,12 @@ impl DruidClient {
             .druid_request_seconds
             .with_label_values(&[&self.site, endpoint])
             .observe(started.elapsed().as_secs_f64());
+        // Up unless nothing answered, or a proxy in front answered that Druid behind it is
+        // down (a 502/503/504 page). A 404 page from a Router without the management proxy
+        // is Druid answering (its Jetty), not an outage.
         let answered = match &result {
             Ok(_) => true,
+            Err(DruidError::NotJson { status, .. }) => *status < 502,
             Err(e) => e.druid_answered(),
         };
         self.metrics
@@ -175,8 +208,8 @@ impl DruidClient {
         datasource: &str,
     ) -> Result<Vec<SegmentInterval>, DruidError> {
         let q = format!(
-            "SELECT \"start\", \"end\", SUM(\"num_rows\") AS \"rows\", COUNT(*) AS \"segments\" \
-             FROM sys.segments WHERE \"datasource\" = {} AND is_published = 1 AND is_overshadowed = 0 \
+            "SELECT \"start\", \"end\", SUM(\"num_rows\") AS \"rows\", COUNT(*) AS \"segments\", \
+             SUM(\"is_available\") AS \"available\" FROM sys.segments WHERE \"datasource\" = {} AND is_published = 1 AND is_overshadowed = 0 \
              GROUP BY 1, 2 ORDER BY 1",
             literal(datasource)
         );
@@ -209,6 +242,7 @@ impl DruidClient {
                     .ok_or_else(|| DruidError::Decode {
                         site: self.site.clone(),
                         endpoint: "sql.buckets".to_string(),
+                        status: 200,
                         message: format!("bucket {:?} is not an ISO-8601 instant", r.bucket),
                     })
             })
@@ -231,23 +265,65 @@ impl DruidClient {
                 None => Err(DruidError::Decode {
                     site: self.site.clone(),
                     endpoint: "sql.latest".to_string(),
+                    status: 200,
                     message: format!("latest {text:?} is not an ISO-8601 instant"),
                 }),
             },
         }
     }
 
-    /// `GET /druid/indexer/v1/supervisor?state=true`.
+    /// `GET /druid/indexer/v1/supervisor?state=true`, at the Overlord.
     pub async fn supervisors(&self) -> Result<Vec<SupervisorState>, DruidError> {
-        let mut url = self.url(&["druid", "indexer", "v1", "supervisor"]);
+        let mut url = Self::join(&self.overlord, &["druid", "indexer", "v1", "supervisor"]);
         url.set_query(Some("state=true"));
         self.call("supervisor.list", self.http.get(url)).await
     }
 
-    /// `GET /druid/indexer/v1/supervisor/{id}/status`.
+    /// `GET /druid/indexer/v1/supervisor/{id}/status`, at the Overlord.
     pub async fn supervisor_status(&self, id: &str) -> Result<SupervisorStatus, DruidError> {
-        let url = self.url(&["druid", "indexer", "v1", "supervisor", id, "status"]);
+        let url = Self::join(
+            &self.overlord,
+            &["druid", "indexer", "v1", "supervisor", id, "status"],
+        );
         self.call("supervisor.status", self.http.get(url)).await
+    }
+
+    /// `GET /druid/indexer/v1/supervisor/{id}`, at the Overlord: the spec as Druid keeps it,
+    /// read for what drift needs (rollup, count metric, topic).
+    pub async fn supervisor_spec(&self, id: &str) -> Result<SpecSummary, DruidError> {
+        let url = Self::join(
+            &self.overlord,
+            &["druid", "indexer", "v1", "supervisor", id],
+        );
+        let raw: serde_json::Value = self.call("supervisor.spec", self.http.get(url)).await?;
+        SpecSummary::from_json(&raw).map_err(|e| DruidError::Decode {
+            site: self.site.clone(),
+            endpoint: "supervisor.spec".to_string(),
+            status: 200,
+            message: e.to_string(),
+        })
+    }
+
+    /// How many used segments the Coordinator's metadata store lists for `datasource`
+    /// (`GET /druid/coordinator/v1/metadata/datasources/{ds}/segments`,
+    /// docs/api-reference/legacy-metadata-api.md): the second opinion when SQL does not know
+    /// a datasource and `sys.segments` lists nothing (a Broker whose metadata view is stale).
+    pub async fn used_segments(&self, datasource: &str) -> Result<usize, DruidError> {
+        let url = Self::join(
+            &self.coordinator,
+            &[
+                "druid",
+                "coordinator",
+                "v1",
+                "metadata",
+                "datasources",
+                datasource,
+                "segments",
+            ],
+        );
+        let ids: Vec<serde_json::Value> =
+            self.call("metadata.segments", self.http.get(url)).await?;
+        Ok(ids.len())
     }
 }
 
