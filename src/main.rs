@@ -48,6 +48,11 @@ enum Command {
         /// Config file (TOML). See config/examples/.
         #[arg(long, short)]
         config: PathBuf,
+        /// The region whose control plane this is (one of the config's [[regions]]; default
+        /// [coordinator] region). It owns only the tasks that write into its sites, and elects
+        /// its leader over that region's state store.
+        #[arg(long, env = "LOCKSTEP_REGION")]
+        region: Option<String>,
         /// Do not run: confirm that the state document of `[coordinator.state]` is lost (the
         /// coordinators refuse to lead), so that they start afresh, holding every task for
         /// lease_ttl + handover_margin. Refused while the document exists. See the README,
@@ -145,6 +150,11 @@ struct WorkerArgs {
     /// client certificate names (URI SAN lockstep://worker/<id>), else HOSTNAME-PID.
     #[arg(long, env = "LOCKSTEP_WORKER_ID")]
     id: Option<String>,
+    /// The worker's region: it only ever runs tasks that write into this region's sites, and
+    /// another region's coordinator refuses it (the worker then stops, naming both regions).
+    /// Default: the region of the coordinator it joins.
+    #[arg(long, env = "LOCKSTEP_REGION")]
+    region: Option<String>,
     /// Most tasks at once (0 = no limit).
     #[arg(long, default_value_t = 0)]
     capacity: u32,
@@ -508,9 +518,12 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Config { .. } => unreachable!("handled before the runtime starts"),
         Command::Coordinator {
             config,
+            region,
             accept_state_loss,
         } => {
-            let cfg = lockstep_config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut cfg = lockstep_config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            cfg.select_region(region.as_deref())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
             if accept_state_loss {
                 let store = &cfg.coordinator.state;
                 let removed = lockstep_coordinator::state::accept_state_loss(store).await?;
@@ -682,6 +695,7 @@ pub(crate) async fn run_worker_with(
         lockstep_workers::WorkerOptions {
             coordinator: args.coordinator,
             worker_id,
+            region: args.region,
             capacity: args.capacity,
             hostname,
             stop_timeout: args.stop_timeout,

@@ -165,6 +165,7 @@ async fn stale_and_unknown_generations_are_refused() {
             capacity: 0,
             version: "test".into(),
             hostname: "test".into(),
+            region: String::new(),
         };
         let mut c = client.clone();
         async move { c.join(req).await.expect("join").into_inner() }

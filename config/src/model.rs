@@ -13,6 +13,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     pub coordinator: CoordinatorConfig,
+    /// Every region, each with its own control plane and state store: `[[regions]]`, or,
+    /// without that list, one region named `[coordinator] region` whose state store is
+    /// `[coordinator.state]` (every site in it).
+    pub regions: Vec<Region>,
     pub sites: Vec<Site>,
     pub sources: Vec<Source>,
     pub flows: Vec<Flow>,
@@ -30,6 +34,45 @@ impl Config {
     pub fn flow(&self, name: &str) -> Option<&Flow> {
         self.flows.iter().find(|f| f.name == name)
     }
+
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// Makes this config the control plane of region `name` (None: `[coordinator] region`):
+    /// `coordinator.region` names it and `coordinator.state` is its state store. A region the
+    /// config does not list is an error naming the regions it does.
+    pub fn select_region(&mut self, name: Option<&str>) -> Result<(), String> {
+        let name = name.unwrap_or(&self.coordinator.region).to_string();
+        let Some(region) = self.region(&name) else {
+            let known: Vec<&str> = self.regions.iter().map(|r| r.name.as_str()).collect();
+            return Err(format!(
+                "region \"{name}\" is not in the config's regions ({}): give --region or [coordinator] region one of them",
+                known.join(", ")
+            ));
+        };
+        self.coordinator.state = region.state.clone();
+        self.coordinator.region = name;
+        Ok(())
+    }
+
+    /// Whether a site belongs to the coordinator's region (the tasks it owns write there).
+    pub fn in_own_region(&self, site: &Site) -> bool {
+        site.region == self.coordinator.region
+    }
+}
+
+/// `[[regions]]`: a datacenter with its own control plane. Its coordinators own exactly the
+/// tasks whose destination site is in it, elect their leader over its state store only, and
+/// accept only its workers; no region depends on another at run time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Region {
+    pub name: String,
+    /// Its coordinators' gRPC addresses (`http://HOST:PORT` or `https://...`): named to a
+    /// worker of this region that calls another region's coordinator.
+    pub coordinators: Vec<String>,
+    /// Where its coordinators keep assignment, pauses and the leader lease.
+    pub state: ObjectStore,
 }
 
 /// `[coordinator]`: where the coordinator listens, where it keeps state, and lease timing.
@@ -109,6 +152,8 @@ impl Default for ElectionConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Site {
     pub name: String,
+    /// The region whose control plane feeds this site.
+    pub region: String,
     pub druid: Druid,
     pub kafka: Option<KafkaCluster>,
     pub store: Option<ObjectStore>,
@@ -618,6 +663,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub coordinator: RawCoordinator,
     #[serde(default)]
+    pub regions: Vec<RawRegion>,
+    #[serde(default)]
     pub sites: Vec<RawSite>,
     #[serde(default)]
     pub sources: Vec<RawSource>,
@@ -657,8 +704,18 @@ pub(crate) struct RawElection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawRegion {
+    pub name: String,
+    #[serde(default)]
+    pub coordinators: Vec<String>,
+    pub state: ObjectStore,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawSite {
     pub name: String,
+    pub region: Option<String>,
     pub druid: RawDruid,
     pub kafka: Option<RawKafka>,
     pub store: Option<ObjectStore>,

@@ -43,7 +43,7 @@ topics = ["t"]
 
 #[test]
 fn examples_are_valid() {
-    for name in ["two-sites.toml", "three-sites.toml"] {
+    for name in ["two-sites.toml", "three-sites.toml", "two-regions.toml"] {
         let path = examples_dir().join(name);
         if let Err(e) = load(&path) {
             panic!("{name}: {e}");
@@ -762,6 +762,94 @@ fn names_and_values_have_length_limits() {
     let shown = parse_err(&text).to_string();
     assert!(
         shown.contains("coordinator.id: too long (129 bytes"),
+        "{shown}"
+    );
+}
+
+/// MINIMAL with two regions: site a in "eu", site b in "us".
+fn two_regions() -> String {
+    MINIMAL
+        .replace("name = \"a\"\n", "name = \"a\"\nregion = \"eu\"\n")
+        .replace("name = \"b\"\n", "name = \"b\"\nregion = \"us\"\n")
+        + r#"
+[[regions]]
+name = "eu"
+coordinators = ["http://coord-eu-1:7400", "http://coord-eu-2:7400"]
+state = { service = "fs", root = "/var/lib/lockstep/eu" }
+
+[[regions]]
+name = "us"
+state = { service = "fs", root = "/var/lib/lockstep/us" }
+"#
+}
+
+#[test]
+fn regions_each_hold_their_sites_and_state() {
+    let mut c = parse_ok(&two_regions());
+    assert_eq!(c.regions.len(), 2);
+    assert_eq!(c.site("a").map(|s| s.region.as_str()), Some("eu"));
+    assert_eq!(c.site("b").map(|s| s.region.as_str()), Some("us"));
+    assert_eq!(c.regions[0].coordinators.len(), 2);
+    c.select_region(Some("us")).expect("us is listed");
+    assert_eq!(c.coordinator.region, "us");
+    assert_eq!(c.coordinator.state.root, "/var/lib/lockstep/us");
+    assert!(c.in_own_region(c.site("b").expect("b")));
+    assert!(!c.in_own_region(c.site("a").expect("a")));
+    let e = c.select_region(Some("ap")).unwrap_err();
+    assert!(
+        e.contains("region \"ap\" is not in the config's regions (eu, us)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn without_regions_one_region_holds_every_site() {
+    let mut c = parse_ok(&("[coordinator]\nregion = \"eu\"\n".to_string() + MINIMAL));
+    assert_eq!(c.regions.len(), 1);
+    assert_eq!(c.regions[0].name, "eu");
+    assert!(c.sites.iter().all(|s| s.region == "eu"));
+    let state = c.coordinator.state.clone();
+    c.select_region(None).expect("the implicit region");
+    assert_eq!(
+        c.coordinator.state.root, state.root,
+        "the existing state store is kept"
+    );
+}
+
+#[test]
+fn region_errors_name_their_fields() {
+    let missing = two_regions().replace("region = \"us\"\n", "");
+    let shown = parse_err(&missing).to_string();
+    assert!(
+        shown.contains("sites[1].region: required with [[regions]]"),
+        "{shown}"
+    );
+    let unknown = two_regions().replace("region = \"us\"\n", "region = \"ap\"\n");
+    let shown = parse_err(&unknown).to_string();
+    assert!(
+        shown.contains(
+            "sites[1].region: \"ap\" is not a region of this config ([[regions]]: eu, us)"
+        ),
+        "{shown}"
+    );
+    let shown = parse_err(
+        &("[coordinator.state]\nservice = \"fs\"\nroot = \"x\"\n".to_string() + &two_regions()),
+    )
+    .to_string();
+    assert!(
+        shown.contains("coordinator.state: with [[regions]] each region names its own state store"),
+        "{shown}"
+    );
+    let shown =
+        parse_err(&("[coordinator]\nregion = \"ap\"\n".to_string() + &two_regions())).to_string();
+    assert!(
+        shown.contains("coordinator.region: \"ap\" is not in [[regions]] (eu, us)"),
+        "{shown}"
+    );
+    let shown = parse_err(&MINIMAL.replace("name = \"a\"\n", "name = \"a\"\nregion = \"eu\"\n"))
+        .to_string();
+    assert!(
+        shown.contains("no [[regions]]: the one region is [coordinator] region \"default\""),
         "{shown}"
     );
 }

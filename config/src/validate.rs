@@ -288,16 +288,59 @@ pub(crate) fn validate(raw: RawConfig, produced: &Produced) -> Result<Config, Ve
             "lease_safety_margin + heartbeat_interval must be less than lease_ttl",
         );
     }
+    let region_given = rc.region.is_some();
     let region = rc.region.unwrap_or_else(|| "default".to_string());
     c.name("coordinator.region", &region);
     // Any text is accepted as an id (it defaults to `<region>-<hostname>`), but not any length.
     if let Some(message) = rc.id.as_deref().and_then(name_too_long) {
         c.err("coordinator.id", message);
     }
+    if rc.state.is_some() && !raw.regions.is_empty() {
+        c.err(
+            "coordinator.state",
+            "with [[regions]] each region names its own state store: move it to [regions.state] of the region that used it",
+        );
+    }
     let state = rc
         .state
         .unwrap_or_else(|| ObjectStore::fs("lockstep-state"));
     c.store("coordinator.state", &state);
+
+    // [[regions]]: listed, or one implicit region holding every site.
+    duplicates(
+        &mut c,
+        "regions",
+        raw.regions.iter().map(|r| r.name.as_str()),
+    );
+    let mut regions = Vec::new();
+    for (i, r) in raw.regions.iter().enumerate() {
+        let p = format!("regions[{i}]");
+        c.name(&format!("{p}.name"), &r.name);
+        c.store(&format!("{p}.state"), &r.state);
+        for (j, a) in r.coordinators.iter().enumerate() {
+            c.advertise(&format!("{p}.coordinators[{j}]"), a);
+        }
+        regions.push(Region {
+            name: r.name.clone(),
+            coordinators: r.coordinators.clone(),
+            state: r.state.clone(),
+        });
+    }
+    let listed_regions = !regions.is_empty();
+    if listed_regions && region_given && !regions.iter().any(|r| r.name == region) {
+        let known: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
+        c.err(
+            "coordinator.region",
+            format!("\"{region}\" is not in [[regions]] ({})", known.join(", ")),
+        );
+    }
+    if !listed_regions {
+        regions.push(Region {
+            name: region.clone(),
+            coordinators: Vec::new(),
+            state: state.clone(),
+        });
+    }
     let election = election(&mut c, rc.election.unwrap_or_default());
     let advertise_grpc = rc
         .advertise_grpc
@@ -310,7 +353,7 @@ pub(crate) fn validate(raw: RawConfig, produced: &Produced) -> Result<Config, Ve
         c.err("coordinator.max_workers", "must be at least 1");
     }
     let coordinator = CoordinatorConfig {
-        region,
+        region: region.clone(),
         id: rc.id,
         grpc_listen: c.addr(
             "coordinator.grpc_listen",
@@ -383,8 +426,42 @@ pub(crate) fn validate(raw: RawConfig, produced: &Produced) -> Result<Config, Ve
         if let Some(store) = &s.store {
             c.store(&format!("{p}.store"), store);
         }
+        let known: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
+        let site_region = match s.region {
+            Some(r) if known.contains(&r.as_str()) => r,
+            Some(r) => {
+                let shown = c.shown(&format!("{p}.region"), &r);
+                c.err(
+                    format!("{p}.region"),
+                    format!(
+                        "{shown} is not a region of this config ({})",
+                        if listed_regions {
+                            format!("[[regions]]: {}", known.join(", "))
+                        } else {
+                            format!(
+                                "no [[regions]]: the one region is [coordinator] region \"{}\"",
+                                region
+                            )
+                        }
+                    ),
+                );
+                r
+            }
+            None if listed_regions => {
+                c.err(
+                    format!("{p}.region"),
+                    format!(
+                        "required with [[regions]]: the region whose coordinators feed this site ({})",
+                        known.join(", ")
+                    ),
+                );
+                String::new()
+            }
+            None => region.clone(),
+        };
         sites.push(Site {
             name: s.name,
+            region: site_region,
             druid: Druid {
                 router_url: s.druid.router_url.trim_end_matches('/').to_string(),
                 overlord_url: s
@@ -588,6 +665,7 @@ pub(crate) fn validate(raw: RawConfig, produced: &Produced) -> Result<Config, Ve
     if c.errors.is_empty() {
         Ok(Config {
             coordinator,
+            regions,
             sites,
             sources,
             flows,

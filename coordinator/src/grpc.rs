@@ -237,9 +237,34 @@ fn check_worker_call<T>(
         })
 }
 
-/// A Join's self-description: host name, version and capabilities, bounded and printable.
+/// A Join's self-description: host name, version and capabilities, bounded and printable;
+/// and its region, which must be this coordinator's (empty: this one's).
 fn check_join(shared: &Shared, r: &pb::JoinRequest) -> Result<(), Status> {
     use lockstep_config::names;
+    if !r.region.is_empty() && r.region != shared.region {
+        shared
+            .metrics
+            .worker_calls_rejected
+            .with_label_values(&["region"])
+            .inc();
+        let theirs = shared
+            .config
+            .region(&r.region)
+            .filter(|g| !g.coordinators.is_empty())
+            .map(|g| format!(" ({})", g.coordinators.join(", ")))
+            .unwrap_or_default();
+        let status = Status::failed_precondition(format!(
+            "{}: worker {} is in region {}, this coordinator runs region {}: point the worker at region {}'s coordinators{theirs}",
+            lockstep_proto::WRONG_REGION,
+            names::printable(&r.worker_id),
+            names::printable(&r.region),
+            shared.region,
+            names::printable(&r.region),
+        ));
+        tracing::warn!(worker = %names::printable(&r.worker_id), worker_region = %names::printable(&r.region), region = %shared.region, "join refused: the worker belongs to another region");
+        count_refusal(shared, "Join", &status);
+        return Err(status);
+    }
     names::hostname(&r.hostname)
         .and_then(|()| names::version(&r.version))
         .and_then(|()| names::capabilities(&r.capabilities))

@@ -210,7 +210,14 @@ impl Metrics {
         // rate/queue: admission; identity: the id does not match the client certificate;
         // invalid: a malformed id, host name, version or capability; peer_rate: too many joins
         // from one address.
-        for reason in ["rate", "queue", "identity", "invalid", "peer_rate"] {
+        for reason in [
+            "rate",
+            "queue",
+            "identity",
+            "invalid",
+            "peer_rate",
+            "region",
+        ] {
             self.worker_calls_rejected.with_label_values(&[reason]);
         }
         for listener in LISTENERS {

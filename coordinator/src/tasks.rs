@@ -1,5 +1,9 @@
 //! Task derivation: desired state (flows × sites) -> the list of tasks that must run.
 //!
+//! A coordinator derives only its own region's tasks: those whose destination site is in
+//! `coordinator.region`. Another region's sites are fed by that region's control plane, so
+//! an outage of one region leaves every other region's tasks untouched.
+//!
 //! A Kafka flow with `tasks = N` yields N slots per site; an objects flow with `shards = N`
 //! yields N shards per site. Task ids are stable strings `<flow>/<site>/<index>` so that a
 //! restarted coordinator, a log line and a metric label all name a task the same way. Config
@@ -26,7 +30,7 @@ pub fn task_id(flow: &str, site: &str, index: u32) -> String {
     format!("{flow}/{site}/{index}")
 }
 
-/// Every task of the config, sorted by id.
+/// Every task of the config whose site is in the coordinator's region, sorted by id.
 pub fn derive(config: &Config) -> Vec<TaskDef> {
     let mut out = Vec::new();
     for flow in &config.flows {
@@ -39,6 +43,9 @@ pub fn derive(config: &Config) -> Vec<TaskDef> {
             let Some(site) = config.site(site_name) else {
                 continue;
             };
+            if !config.in_own_region(site) {
+                continue;
+            }
             // Serialising plain structs of strings and numbers cannot fail; were it to, the
             // worker would refuse the task with a config error naming it.
             let config_json = TaskConfig::new(flow, source, site)
@@ -64,6 +71,24 @@ pub fn derive(config: &Config) -> Vec<TaskDef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_coordinator_derives_only_its_regions_tasks() {
+        let text =
+            std::fs::read_to_string(lockstep_config::examples_dir().join("two-regions.toml"))
+                .expect("example config");
+        let mut config =
+            lockstep_config::parse(&text, "two-regions.toml", None, &|_| Some("x".into()))
+                .expect("example config");
+        config.select_region(Some("us")).expect("us");
+        let tasks = derive(&config);
+        assert!(!tasks.is_empty());
+        assert!(
+            tasks.iter().all(|t| t.site == "us-east"),
+            "only us sites: {:?}",
+            tasks.iter().map(|t| &t.id).collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn flows_times_sites_times_slots() {

@@ -36,6 +36,15 @@ impl TaskProgress {
 /// the CLI follow it.
 pub const LEADER_METADATA: &str = "lockstep-leader";
 
+/// How a coordinator's refusal of a worker of another region begins (FAILED_PRECONDITION on
+/// Join): the worker stops at once instead of retrying, since no retry can succeed.
+pub const WRONG_REGION: &str = "wrong region";
+
+/// Whether a refused Join says the worker called another region's coordinator.
+pub fn is_wrong_region(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition && status.message().starts_with(WRONG_REGION)
+}
+
 /// The active coordinator's address a standby named in a refused call, if any.
 pub fn leader_hint(status: &tonic::Status) -> Option<String> {
     if status.code() != tonic::Code::Unavailable {

@@ -186,6 +186,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         let worker_args = crate::WorkerArgs {
             coordinator: format!("http://{}", bound.grpc),
             id: Some(id.to_string()),
+            region: None,
             // Three tasks each (2 Kafka slots + 1 objects shard per site = 6 tasks): the
             // first worker to join does not take everything only to hand half of it over.
             capacity: 3,

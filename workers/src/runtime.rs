@@ -37,6 +37,12 @@ use tracing::Instrument;
 pub enum WorkerError {
     #[error(transparent)]
     Client(#[from] crate::tls::ClientError),
+    /// The coordinator runs another region: no retry can succeed.
+    #[error("coordinator {coordinator} refused the join: {message}")]
+    WrongRegion {
+        coordinator: String,
+        message: String,
+    },
 }
 
 /// How a worker identifies itself and where it connects.
@@ -46,6 +52,8 @@ pub struct WorkerOptions {
     /// region, tried in turn).
     pub coordinator: String,
     pub worker_id: String,
+    /// The worker's region (None: the region of the coordinator it joins).
+    pub region: Option<String>,
     /// Most tasks at once, 0 = no limit.
     pub capacity: u32,
     pub hostname: String,
@@ -169,6 +177,7 @@ impl Worker {
             capacity: self.opts.capacity,
             version: env!("CARGO_PKG_VERSION").to_string(),
             hostname: self.opts.hostname.clone(),
+            region: self.opts.region.clone().unwrap_or_default(),
         }
     }
 
@@ -180,6 +189,7 @@ impl Worker {
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut stopping: HashMap<String, JoinHandle<()>> = HashMap::new();
         let mut session: Option<(u64, Lease)> = None;
+        let mut fatal: Option<WorkerError> = None;
 
         'session: loop {
             // Join, retrying with backoff until the coordinator answers.
@@ -231,6 +241,16 @@ impl Worker {
                                 .await;
                         }
                         break (r.generation, lease);
+                    }
+                    Err(status) if lockstep_proto::is_wrong_region(&status) => {
+                        tracing::error!(worker = %self.opts.worker_id, coordinator = %route.current(), error = %status.message(), "join refused: this coordinator runs another region");
+                        // Stop (every task stopped and released as on shutdown): no retry
+                        // can succeed, and no task of another region may run here.
+                        fatal = Some(WorkerError::WrongRegion {
+                            coordinator: route.current().to_string(),
+                            message: status.message().to_string(),
+                        });
+                        break 'session;
                     }
                     Err(status) => {
                         let delay = delays.next().unwrap_or(Duration::from_secs(10));
@@ -379,7 +399,10 @@ impl Worker {
                 Ok(None) => tracing::warn!(worker = %self.opts.worker_id, "leave timed out"),
             }
         }
-        Ok(())
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Starts what is assigned and not running; stops what is running and not assigned.
