@@ -9,7 +9,7 @@ mod sync;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lockstep_proto as pb;
-use lockstep_workers::leader::Refusal;
+use pb::leader::Refusal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,7 +67,8 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Show the coordinator's view: workers, tasks, assignment, generation.
+    /// Show the coordinator's view: workers, tasks, assignment, generation; with --all, every
+    /// region's control plane too.
     Status {
         /// Coordinator gRPC address; several separated by commas are tried in turn. A standby
         /// names the active coordinator, which is then asked instead.
@@ -79,6 +80,11 @@ enum Command {
         coordinator: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Also every region: its leader, workers, tasks, mirror lag and object backlog as its
+        /// coordinator last told this one (PeerService), or since when it does not answer.
+        /// JSON: {"status": ..., "regions": ...} (`regions` as /api/v1/regions).
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         conn: AdminConn,
     },
@@ -128,9 +134,11 @@ enum Command {
     DriftCheck(DriftCheckArgs),
     /// Run the whole system in one process, with no external services: a source and two
     /// sites on in-process Kafka clusters, folders as object stores, two emulated Druid
-    /// sites, the coordinator (with its drift poller) and two workers, and a load generator.
+    /// sites, two regions (eu feeding site-a, us feeding site-b), each with its own
+    /// coordinator (with its drift poller), worker and state, and a load generator.
     /// Prints where to look, replication progress and one drift line per poll; injects a
-    /// fault at site-b (an hour of rows lost) and shows the drift engine detect it.
+    /// fault at site-b (an hour of rows lost) and shows the drift engine detect it; then
+    /// takes region us down, shows eu keep flowing and us return and catch up.
     /// Stops cleanly at --duration or on Ctrl-C / SIGTERM.
     Demo(demo::DemoArgs),
 }
@@ -190,8 +198,8 @@ struct TlsArgs {
 }
 
 impl TlsArgs {
-    fn client(&self) -> lockstep_workers::ClientTls {
-        lockstep_workers::ClientTls {
+    fn client(&self) -> pb::tls::ClientTls {
+        pb::tls::ClientTls {
             ca_file: self.tls_ca.clone(),
             cert_file: self.tls_cert.clone(),
             key_file: self.tls_key.clone(),
@@ -231,7 +239,7 @@ impl AdminConn {
             ),
             (None, None) => None,
         };
-        let interceptor = lockstep_workers::BearerToken::new(token.as_deref())?;
+        let interceptor = pb::tls::BearerToken::new(token.as_deref())?;
         let channel = self
             .tls
             .client()
@@ -249,13 +257,13 @@ impl AdminConn {
         F: Fn(AdminClient) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let Ok(mut route) = lockstep_workers::Route::new(coordinator) else {
+        let Ok(mut route) = pb::leader::Route::new(coordinator) else {
             anyhow::bail!("no coordinator address given");
         };
         let f = &f;
         let mut last: Option<anyhow::Error> = None;
         for _ in 0..route.configured() {
-            let answer = lockstep_workers::call_following_leader(
+            let answer = pb::leader::call_following_leader(
                 &mut route,
                 |addr| {
                     let addr = addr.to_string();
@@ -306,7 +314,7 @@ impl Refusal for AdminFailure {
 type AdminClient = pb::admin_service_client::AdminServiceClient<
     tonic::service::interceptor::InterceptedService<
         tonic::transport::Channel,
-        lockstep_workers::BearerToken,
+        pb::tls::BearerToken,
     >,
 >;
 
@@ -550,6 +558,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Status {
             coordinator,
             format,
+            all,
             conn,
         } => {
             let status = conn
@@ -557,7 +566,28 @@ async fn run(command: Command) -> Result<ExitCode> {
                     c.status(pb::StatusRequest {}).await
                 })
                 .await?;
-            print_status(&status, format);
+            if !all {
+                print_status(&status, format);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let regions = conn
+                .call(&coordinator, |mut c| async move {
+                    c.regions(pb::RegionsRequest {}).await
+                })
+                .await?;
+            match format {
+                Format::Json => {
+                    let all = serde_json::json!({
+                        "status": lockstep_coordinator::views::StatusView::from(status),
+                        "regions": lockstep_coordinator::views::RegionsView::from(regions),
+                    });
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                }
+                Format::Table => {
+                    print_status(&status, format);
+                    print_regions(&regions);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin {
@@ -625,7 +655,7 @@ async fn run(command: Command) -> Result<ExitCode> {
 }
 
 pub(crate) async fn run_worker(args: WorkerArgs, shutdown: CancellationToken) -> Result<()> {
-    let metrics = lockstep_workers::metrics::WorkerMetrics::new();
+    let metrics = lockstep_workers::metrics::WorkerMetrics::for_region(args.region.as_deref());
     let listener = match args.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -712,6 +742,51 @@ pub(crate) async fn run_worker_with(
     }
     result?;
     Ok(())
+}
+
+/// The regions table of `status --all`: one line per region, its own first.
+fn print_regions(regions: &pb::RegionsResponse) {
+    let view = lockstep_coordinator::views::RegionsView::from(regions.clone());
+    let shown = lockstep_config::names::printable;
+    let num = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    println!(
+        "\nREGION           STATE        LEADER                           WORKERS  ASSIGNED/TASKS  UNASSIGNED  MIRROR LAG  OBJECT BACKLOG  AS OF"
+    );
+    for r in &view.regions {
+        let name = if r.is_self {
+            format!("{} (this)", shown(&r.region))
+        } else {
+            shown(&r.region).into_owned()
+        };
+        match &r.coordinator_id {
+            Some(leader) => println!(
+                "{:<16} {:<12} {:<32} {:>7}  {:>14}  {:>10}  {:>10}  {:>14}  {}",
+                name,
+                r.state,
+                shown(leader),
+                num(r.workers_alive.map(u64::from)),
+                format!(
+                    "{}/{}",
+                    num(r.tasks_assigned.map(u64::from)),
+                    num(r.tasks_total.map(u64::from))
+                ),
+                num(r.tasks_unassigned.map(u64::from)),
+                num(r.mirror_lag_records),
+                num(r.object_backlog),
+                r.checked_at.as_deref().unwrap_or("-")
+            ),
+            None => {
+                let what = match &r.unreachable_since {
+                    Some(since) => format!("unreachable since {since}"),
+                    None => "not asked yet".to_string(),
+                };
+                match &r.error {
+                    Some(e) => println!("{name:<16} {:<12} {what}: {}", r.state, shown(e)),
+                    None => println!("{name:<16} {:<12} {what}", r.state),
+                }
+            }
+        }
+    }
 }
 
 fn print_status(status: &pb::StatusResponse, format: Format) {

@@ -979,7 +979,17 @@ fn catalog_gaps(cat: &[Entry], coordinator: &Scrape, workers: &[Scrape]) -> Vec<
             }
         }
         for (series, labels) in samples {
-            let got: BTreeSet<String> = labels.keys().filter(|k| *k != "le").cloned().collect();
+            // `region` is every series' constant label (README, Metrics), not a catalog
+            // column: required on each series here, the rest compared with the catalog.
+            if !labels.contains_key("region") {
+                gaps.push(format!("{series}: no region label"));
+                break;
+            }
+            let got: BTreeSet<String> = labels
+                .keys()
+                .filter(|k| *k != "le" && *k != "region")
+                .cloned()
+                .collect();
             if got != e.labels {
                 gaps.push(format!(
                     "{series}: labels {got:?}, catalogued {:?}",

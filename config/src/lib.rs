@@ -25,7 +25,9 @@ mod validate;
 pub use bounds::{MAX_NAME_BYTES, MAX_VALUE_BYTES};
 pub use model::*;
 pub use secret::Secret;
-pub use security::{AuthConfig, Limits, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES, MIN_TOKEN_CHARS};
+pub use security::{
+    AuthConfig, Limits, PeerTlsConfig, TlsConfig, DEFAULT_MAX_MESSAGE_BYTES, MIN_TOKEN_CHARS,
+};
 pub use task::{TaskConfig, TaskSite};
 pub use validate::parse_ratio;
 
@@ -154,7 +156,8 @@ pub fn parse(
     // Pass 3: meaning.
     let mut config = validate::validate(raw, &produced).map_err(invalid)?;
     // Pass 4: files the config names (relative to the config's folder).
-    security::resolve_files(&mut config.coordinator.tls, base_dir, &mut errors);
+    let c = &mut config.coordinator;
+    security::resolve_files(&mut c.tls, &mut c.peer_tls, base_dir, &mut errors);
     if !errors.is_empty() {
         return Err(invalid(errors));
     }

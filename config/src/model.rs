@@ -100,6 +100,18 @@ pub struct CoordinatorConfig {
     /// How often the coordinator checks drift across sites.
     #[serde(with = "humantime_serde_compat")]
     pub drift_interval: Duration,
+    /// How often the active coordinator asks every other region's coordinators for their
+    /// status (PeerService), for the cross-region view.
+    #[serde(with = "humantime_serde_compat")]
+    pub peer_interval: Duration,
+    /// Longest one such request to one address may take (connecting included); a region
+    /// whose every address fails or times out is unreachable. Less than `peer_interval`.
+    #[serde(with = "humantime_serde_compat")]
+    pub peer_timeout: Duration,
+    /// `[coordinator.peer_tls]`: how this coordinator connects to `https://` peers. None: from
+    /// `[coordinator.tls]` when it has a `client_ca_file` ([`CoordinatorConfig::peer_tls_files`]).
+    #[serde(default)]
+    pub peer_tls: Option<crate::security::PeerTlsConfig>,
     /// `[coordinator.tls]`: TLS (and mutual TLS) on the gRPC port; None = plaintext.
     #[serde(default)]
     pub tls: Option<crate::security::TlsConfig>,
@@ -125,6 +137,25 @@ pub struct CoordinatorConfig {
     /// Without it such a coordinator refuses to start.
     #[serde(default)]
     pub trusted_network: bool,
+}
+
+impl CoordinatorConfig {
+    /// The files this coordinator connects to `https://` peers with: `[coordinator.peer_tls]`
+    /// when given; else, with mutual TLS on its own port, the CA that signs client certificates
+    /// (to verify the peers' certificates: one CA signs every certificate) and its own
+    /// certificate and key (as its client certificate: an operator's, not a worker's); else
+    /// none (only `http://` peers can be asked).
+    pub fn peer_tls_files(&self) -> Option<crate::security::PeerTlsConfig> {
+        if let Some(p) = &self.peer_tls {
+            return Some(p.clone());
+        }
+        let tls = self.tls.as_ref()?;
+        Some(crate::security::PeerTlsConfig {
+            ca_file: tls.client_ca_file.clone()?,
+            cert_file: Some(tls.cert_file.clone()),
+            key_file: Some(tls.key_file.clone()),
+        })
+    }
 }
 
 /// `[coordinator.election]`: coordinators that share a state store elect one active leader
@@ -686,6 +717,9 @@ pub(crate) struct RawCoordinator {
     pub lease_safety_margin: Option<String>,
     pub max_workers: Option<u32>,
     pub drift_interval: Option<String>,
+    pub peer_interval: Option<String>,
+    pub peer_timeout: Option<String>,
+    pub peer_tls: Option<crate::security::RawPeerTls>,
     pub tls: Option<crate::security::RawTls>,
     pub auth: Option<crate::security::RawAuth>,
     pub limits: Option<crate::security::RawLimits>,

@@ -29,6 +29,20 @@ pub struct TlsConfig {
     pub worker_names: BTreeMap<String, String>,
 }
 
+/// `[coordinator.peer_tls]`: how a coordinator connects to other regions' coordinators
+/// (PeerService) at `https://` addresses, when `[coordinator.tls]` does not say it: the CA
+/// their certificates chain to and, for peers with mutual TLS, the client certificate to
+/// present (an operator's: one without a `lockstep://worker/` URI SAN).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerTlsConfig {
+    /// PEM CA bundle the peers' certificates must chain to.
+    pub ca_file: PathBuf,
+    /// PEM client certificate chain, for peers that require client certificates.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
 /// `[coordinator.auth]`: who may use AdminService and `/api/v1/*`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuthConfig {
@@ -94,6 +108,14 @@ pub(crate) struct RawTls {
     pub key_file: Option<String>,
     pub client_ca_file: Option<String>,
     pub worker_names: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeerTls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +192,37 @@ pub(crate) fn tls(raw: Option<RawTls>, errors: &mut Vec<FieldError>) -> Option<T
         key_file: key_file?,
         client_ca_file,
         worker_names,
+    })
+}
+
+pub(crate) fn peer_tls(
+    raw: Option<RawPeerTls>,
+    errors: &mut Vec<FieldError>,
+) -> Option<PeerTlsConfig> {
+    let raw = raw?;
+    let path = |v: Option<String>| v.filter(|s| !s.trim().is_empty()).map(PathBuf::from);
+    let ca_file = path(raw.ca_file);
+    if ca_file.is_none() {
+        errors.push(FieldError::new(
+            "coordinator.peer_tls.ca_file",
+            "required when [coordinator.peer_tls] is present: the CA the peers' certificates chain to",
+        ));
+    }
+    let (cert_file, key_file) = (path(raw.cert_file), path(raw.key_file));
+    if cert_file.is_some() != key_file.is_some() {
+        errors.push(FieldError::new(
+            if cert_file.is_some() {
+                "coordinator.peer_tls.key_file"
+            } else {
+                "coordinator.peer_tls.cert_file"
+            },
+            "cert_file and key_file go together (the client certificate and its key)",
+        ));
+    }
+    Some(PeerTlsConfig {
+        ca_file: ca_file?,
+        cert_file,
+        key_file,
     })
 }
 
@@ -286,29 +339,41 @@ fn connection_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Resolves relative TLS file paths against the config file's folder (like `${file:...}`)
-/// and checks that each file can be read, so `config check` catches a wrong path.
+/// Resolves relative TLS file paths (`[coordinator.tls]`, `[coordinator.peer_tls]`) against
+/// the config file's folder (like `${file:...}`) and checks that each file can be read, so
+/// `config check` catches a wrong path.
 pub(crate) fn resolve_files(
     tls: &mut Option<TlsConfig>,
+    peer_tls: &mut Option<PeerTlsConfig>,
     base_dir: Option<&Path>,
     errors: &mut Vec<FieldError>,
 ) {
-    let Some(tls) = tls else { return };
     let mut fix = |field: &str, p: &mut PathBuf| {
         if let (true, Some(base)) = (p.is_relative(), base_dir) {
             *p = base.join(&*p);
         }
         if let Err(e) = std::fs::metadata(&*p) {
             errors.push(FieldError::new(
-                format!("coordinator.tls.{field}"),
+                format!("coordinator.{field}"),
                 format!("cannot read {}: {e}", p.display()),
             ));
         }
     };
-    fix("cert_file", &mut tls.cert_file);
-    fix("key_file", &mut tls.key_file);
-    if let Some(ca) = &mut tls.client_ca_file {
-        fix("client_ca_file", ca);
+    if let Some(tls) = tls {
+        fix("tls.cert_file", &mut tls.cert_file);
+        fix("tls.key_file", &mut tls.key_file);
+        if let Some(ca) = &mut tls.client_ca_file {
+            fix("tls.client_ca_file", ca);
+        }
+    }
+    if let Some(peer) = peer_tls {
+        fix("peer_tls.ca_file", &mut peer.ca_file);
+        if let Some(cert) = &mut peer.cert_file {
+            fix("peer_tls.cert_file", cert);
+        }
+        if let Some(key) = &mut peer.key_file {
+            fix("peer_tls.key_file", key);
+        }
     }
 }
 

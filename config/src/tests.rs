@@ -853,3 +853,113 @@ fn region_errors_name_their_fields() {
         "{shown}"
     );
 }
+
+#[test]
+fn peer_timing_defaults_and_limits() {
+    let c = parse_ok(&two_regions());
+    assert_eq!(
+        (c.coordinator.peer_interval, c.coordinator.peer_timeout),
+        (
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(3)
+        )
+    );
+    let c = parse_ok(&("[coordinator]\npeer_interval = \"4s\"\n".to_string() + &two_regions()));
+    assert_eq!(
+        c.coordinator.peer_timeout,
+        std::time::Duration::from_secs(2),
+        "the default timeout stays below a short interval"
+    );
+    let shown = parse_err(
+        &("[coordinator]\npeer_interval = \"5s\"\npeer_timeout = \"5s\"\n".to_string()
+            + &two_regions()),
+    )
+    .to_string();
+    assert!(
+        shown.contains("coordinator.peer_timeout: 5s is not less than peer_interval (5s)"),
+        "{shown}"
+    );
+    let shown =
+        parse_err(&("[coordinator]\npeer_interval = \"0s\"\n".to_string() + &two_regions()))
+            .to_string();
+    assert!(
+        shown.contains("coordinator.peer_interval: must be greater than zero"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn peer_tls_comes_from_its_table_or_from_mutual_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["c.pem", "k.pem", "ca.pem", "peers-ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").expect("write");
+    }
+    let parse_in = |text: &str| parse(text, "t.toml", Some(dir.path()), &no_env);
+    let https = two_regions().replace("http://coord-eu", "https://coord-eu");
+    let shown = parse_err(&https).to_string();
+    assert!(
+        shown.contains("coordinator.peer_tls: regions[0] (eu) lists https:// coordinators"),
+        "{shown}"
+    );
+    // Mutual TLS on its own port: the client CA verifies peers, its certificate is its client
+    // certificate.
+    let mutual = "[coordinator.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_ca_file = \"ca.pem\"\n";
+    let c = parse_in(&(mutual.to_string() + &https)).expect("valid");
+    let files = c
+        .coordinator
+        .peer_tls_files()
+        .expect("from [coordinator.tls]");
+    assert_eq!(
+        (files.ca_file, files.cert_file, files.key_file),
+        (
+            dir.path().join("ca.pem"),
+            Some(dir.path().join("c.pem")),
+            Some(dir.path().join("k.pem"))
+        )
+    );
+    // TLS without client certificates names no CA for peers: peer_tls does.
+    let server_only = "[coordinator.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+    let shown = parse_in(&(server_only.to_string() + &https))
+        .expect_err("no CA")
+        .to_string();
+    assert!(
+        shown.contains("coordinator.peer_tls: regions[0]"),
+        "{shown}"
+    );
+    let c = parse_in(
+        &(server_only.to_string()
+            + "[coordinator.peer_tls]\nca_file = \"peers-ca.pem\"\n"
+            + &https),
+    )
+    .expect("valid");
+    let files = c
+        .coordinator
+        .peer_tls_files()
+        .expect("[coordinator.peer_tls]");
+    assert_eq!(files.ca_file, dir.path().join("peers-ca.pem"));
+    assert_eq!(files.cert_file, None);
+    // Its own errors: fields, and files that cannot be read.
+    let shown = parse_err(
+        &("[coordinator.peer_tls]\ncert_file = \"c.pem\"\n".to_string() + &two_regions()),
+    )
+    .to_string();
+    assert!(
+        shown.contains("coordinator.peer_tls.ca_file: required")
+            && shown.contains("coordinator.peer_tls.key_file: cert_file and key_file go together"),
+        "{shown}"
+    );
+    let shown = parse_in(
+        &("[coordinator.peer_tls]\nca_file = \"nope.pem\"\n".to_string() + &two_regions()),
+    )
+    .expect_err("missing file")
+    .to_string();
+    assert!(
+        shown.contains("coordinator.peer_tls.ca_file: cannot read"),
+        "{shown}"
+    );
+    // Without any: only http:// peers, which need nothing.
+    assert!(parse_ok(&two_regions())
+        .coordinator
+        .peer_tls_files()
+        .is_none());
+}

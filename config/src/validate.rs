@@ -181,6 +181,36 @@ impl Checker<'_> {
 
 /// `[coordinator.election]`: defaults, and a renewal often enough that one lost write does
 /// not depose the leader.
+/// `peer_interval` (default 10 s) and `peer_timeout` (default 3 s, and less than the
+/// interval: a request to a silent peer ends before the next is due).
+fn peer_timing(
+    c: &mut Checker,
+    interval: Option<&str>,
+    timeout: Option<&str>,
+) -> (Duration, Duration) {
+    let interval = c.duration(
+        "coordinator.peer_interval",
+        interval,
+        Duration::from_secs(10),
+    );
+    let timeout = c.duration(
+        "coordinator.peer_timeout",
+        timeout,
+        Duration::from_secs(3).min(interval / 2),
+    );
+    if timeout >= interval {
+        c.err(
+            "coordinator.peer_timeout",
+            format!(
+                "{} is not less than peer_interval ({}): a request to a silent peer must end before the next one is due",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            ),
+        );
+    }
+    (interval, timeout)
+}
+
 fn election(c: &mut Checker, raw: RawElection) -> ElectionConfig {
     let defaults = ElectionConfig::default();
     let lease_ttl = c.duration(
@@ -352,6 +382,12 @@ pub(crate) fn validate(raw: RawConfig, produced: &Produced) -> Result<Config, Ve
     if max_workers == 0 {
         c.err("coordinator.max_workers", "must be at least 1");
     }
+    let (peer_interval, peer_timeout) = peer_timing(
+        &mut c,
+        rc.peer_interval.as_deref(),
+        rc.peer_timeout.as_deref(),
+    );
+    let peer_tls = crate::security::peer_tls(rc.peer_tls, &mut c.errors);
     let coordinator = CoordinatorConfig {
         region: region.clone(),
         id: rc.id,
@@ -376,6 +412,9 @@ pub(crate) fn validate(raw: RawConfig, produced: &Produced) -> Result<Config, Ve
             rc.drift_interval.as_deref(),
             Duration::from_secs(60),
         ),
+        peer_interval,
+        peer_timeout,
+        peer_tls,
         tls: crate::security::tls(rc.tls, &mut c.errors),
         auth: crate::security::auth(rc.auth, &mut c.errors),
         limits: crate::security::limits(rc.limits, &mut c.errors),
@@ -384,6 +423,24 @@ pub(crate) fn validate(raw: RawConfig, produced: &Produced) -> Result<Config, Ve
         election,
         trusted_network: rc.trusted_network.unwrap_or(false),
     };
+
+    // Coordinators ask the other regions' coordinators for their status: https:// ones
+    // only with a CA to verify them.
+    if regions.len() > 1 && coordinator.peer_tls_files().is_none() {
+        if let Some((i, r)) = regions
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.coordinators.iter().any(|a| a.starts_with("https://")))
+        {
+            c.err(
+                "coordinator.peer_tls",
+                format!(
+                    "regions[{i}] ({}) lists https:// coordinators, which the other regions' coordinators ask for its status: set [coordinator.peer_tls] ca_file (the CA their certificates chain to), or [coordinator.tls] client_ca_file when one CA signs every certificate",
+                    r.name
+                ),
+            );
+        }
+    }
 
     // [[sites]]
     duplicates(&mut c, "sites", raw.sites.iter().map(|s| s.name.as_str()));

@@ -1,4 +1,5 @@
-//! Admin authentication: the bearer token that AdminService calls and HTTP `/api/v1/*` need.
+//! Admin authentication: the bearer token that AdminService calls, PeerService calls (other
+//! regions' coordinators send their own, the same token) and HTTP `/api/v1/*` need.
 //!
 //! Workers are not checked here: they use WorkerService, which mutual TLS protects. The token
 //! comes from `[coordinator.auth].token` (a [`Secret`], usually `${ENV}` or `${file:...}`) and is

@@ -1,9 +1,11 @@
-//! gRPC services (tonic): WorkerService for workers, AdminService for operators and the CLI.
-//! Thin: each call validates its input, runs one [`Shared::call`], and maps errors to gRPC
+//! gRPC services (tonic): WorkerService for workers, AdminService for operators and the CLI,
+//! PeerService for the other regions' coordinators ([`crate::peers`]). Thin: each call
+//! validates its input, runs one [`Shared::call`] (or reads a view), and maps errors to gRPC
 //! status codes. No state lives here.
 //!
-//! Hardening: worker calls pass [`crate::admission`] before the control lock; admin calls
-//! need the bearer token ([`crate::auth`]); messages above `limits.max_message_bytes` are
+//! Hardening: worker calls pass [`crate::admission`] before the control lock; admin and peer
+//! calls need the bearer token ([`crate::auth`]) and, with mutual TLS, an operator's
+//! certificate ([`crate::identity`]); messages above `limits.max_message_bytes` are
 //! refused while decoding; each request has `limits.request_timeout`; with `[coordinator.tls]`
 //! the port speaks only TLS ([`crate::tls`]); connections are capped and time out, and a
 //! malformed request is refused with INVALID_ARGUMENT ([`crate::conn`], `lockstep_proto::codec`).
@@ -20,6 +22,7 @@ use crate::state::StateError;
 use crate::tls::TlsFiles;
 use lockstep_proto as pb;
 use pb::admin_service_server::{AdminService, AdminServiceServer};
+use pb::peer_service_server::{PeerService, PeerServiceServer};
 use pb::worker_service_server::{WorkerService, WorkerServiceServer};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +47,11 @@ pub async fn serve(
     );
     let admin = InterceptedService::new(
         AdminServiceServer::new(Admin(shared.clone()))
+            .max_decoding_message_size(limits.max_message_bytes),
+        guard.clone(),
+    );
+    let peers = InterceptedService::new(
+        PeerServiceServer::new(Peers(shared.clone()))
             .max_decoding_message_size(limits.max_message_bytes),
         guard,
     );
@@ -72,7 +80,8 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(limits.request_timeout))
         .layer(crate::conn::TrackRequests(limiter.clone()))
         .add_service(workers)
-        .add_service(admin);
+        .add_service(admin)
+        .add_service(peers);
     let result = match tls {
         None => {
             router
@@ -446,6 +455,39 @@ impl AdminService for Admin {
             .await;
         tracing::info!(worker = %worker, ok = result.is_ok(), "drain worker");
         finish(&self.0, "DrainWorker", result)
+    }
+
+    async fn regions(
+        &self,
+        req: Request<pb::RegionsRequest>,
+    ) -> Result<Response<pb::RegionsResponse>, Status> {
+        let _timer = timer(&self.0, "Regions");
+        authorize(&self.0, "Regions", &req, Access::Read)?;
+        let regions = self.0.view_regions().await;
+        finish(&self.0, "Regions", Ok(regions))
+    }
+}
+
+/// PeerService: another region's coordinator asks for this region's figures. The same rules
+/// as an admin read (token, operator certificate); a standby refuses it naming the leader,
+/// whom the asking coordinator then asks.
+struct Peers(Arc<Shared>);
+
+#[tonic::async_trait]
+impl PeerService for Peers {
+    async fn region_status(
+        &self,
+        req: Request<pb::RegionStatusRequest>,
+    ) -> Result<Response<pb::RegionStatusResponse>, Status> {
+        let _timer = timer(&self.0, "RegionStatus");
+        authorize(&self.0, "RegionStatus", &req, Access::Read)?;
+        tracing::debug!(
+            from_region = %lockstep_config::names::printable(&req.get_ref().from_region),
+            peer = ?req.remote_addr(),
+            "region status asked"
+        );
+        let status = self.0.view_region_status().await;
+        finish(&self.0, "RegionStatus", Ok(status))
     }
 }
 

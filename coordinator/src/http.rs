@@ -1,7 +1,8 @@
 //! The coordinator's HTTP side (axum): `/healthz` (the process runs), `/readyz` (state is
 //! loaded and gRPC is serving), `/metrics` (Prometheus text), `/api/v1/status` (JSON),
 //! `/api/v1/drift` (the drift poller's latest report; 503 until the first check ends),
-//! `/api/v1/errors` (recent errors, newest first) and the status page `/` ([`crate::page`]).
+//! `/api/v1/errors` (recent errors, newest first), `/api/v1/regions` (every region: this one
+//! and what its peers last said, [`crate::peers`]) and the status page `/` ([`crate::page`]).
 //! Everything but the probes and `/metrics` is guarded by the admin token
 //! ([`crate::auth::http_guard`]). On a standby, everything but the probes and `/metrics`
 //! answers 307 to the leader ([`crate::leadership::standby_redirect`]).
@@ -13,7 +14,7 @@
 
 use crate::conn::{Limiter, Listener, Reason};
 use crate::shared::Shared;
-use crate::views::StatusView;
+use crate::views::{RegionsView, StatusView};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,6 +35,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/drift", get(drift))
         .route("/api/v1/errors", get(errors))
+        .route("/api/v1/regions", get(regions))
         .with_state(shared)
         // Every route but the probes and /metrics, present and future, needs the admin token
         // (crate::auth).
@@ -146,6 +148,12 @@ async fn drift(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// `/api/v1/regions`: every region, this one first (from its own control state), then the
+/// others by name as the peer poller last saw them. Never waits for a peer.
+async fn regions(State(shared): State<Arc<Shared>>) -> Json<RegionsView> {
+    Json(shared.view_regions().await.into())
+}
+
 /// `/api/v1/errors`: recent errors and warnings, newest first.
 async fn errors(State(shared): State<Arc<Shared>>) -> Json<Vec<crate::events::Event>> {
     Json(shared.events.snapshot())
@@ -159,11 +167,16 @@ struct PageQuery {
 
 /// `/`: the status page; `/?fragment=main` only its refreshed part.
 async fn page(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>) -> Response {
-    let status: StatusView = shared.view_status().await.into();
+    // One look at the control state for both: the regions table's own row agrees with the rest.
+    let status = shared.view_status().await;
+    let own = crate::peers::figures(&status, std::time::SystemTime::now());
+    let regions: RegionsView = crate::peers::view(own, &shared.config, &shared.peers).into();
+    let status: StatusView = status.into();
     let drift = shared.drift.read().await.clone();
     let events = shared.events.snapshot();
     let data = crate::page::PageData {
         status: &status,
+        regions: &regions,
         drift: drift.as_ref(),
         events: &events,
         config: &shared.config,

@@ -4,10 +4,11 @@
 //! - **Promotion**: read the state as the new epoch's leader, rebuild the control plane from
 //!   it exactly as a restarted coordinator does (workers count as seen now: their sessions
 //!   stay valid and no task moves), write it once (the fence: from then on every write of a
-//!   former leader is refused), renew the lease, and only then answer. The drift poller runs
-//!   while leading.
+//!   former leader is refused), renew the lease, and only then answer. The drift poller and
+//!   the peer poller ([`crate::peers`]) run while leading.
 //! - **Demotion** (lease lost, not renewed in time, or a state write fenced): stop answering
-//!   at once, drop the control plane, stop the drift poller, zero the leader's gauges.
+//!   at once, drop the control plane, stop the drift and peer pollers, zero the leader's
+//!   gauges.
 //! - **Refusal**: a takeover that finds the state unusable in a way only an operator can fix
 //!   (lost, corrupt, implausible: [`StateError::needs_operator`]) releases the lease and
 //!   refuses to lead: `/readyz` answers 503 with the reason, and the coordinator only re-reads
@@ -31,10 +32,12 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// What runs only while leading: the drift poller.
+/// What runs only while leading: the drift poller and the peer poller, each on its own task
+/// (neither ever holds up a call of the coordinator's own).
 pub struct Active {
     stop: CancellationToken,
     drift: JoinHandle<()>,
+    peers: JoinHandle<()>,
 }
 
 impl Active {
@@ -48,12 +51,20 @@ impl Active {
             move |report| events.record_drift(report),
             stop.clone(),
         ));
-        Active { stop, drift }
+        let peers = tokio::spawn(crate::peers::run(
+            shared.config.clone(),
+            shared.peers.clone(),
+            shared.metrics.clone(),
+            shared.events.clone(),
+            stop.clone(),
+        ));
+        Active { stop, drift, peers }
     }
 
     async fn stop(self) {
         self.stop.cancel();
         let _ = self.drift.await;
+        let _ = self.peers.await;
     }
 }
 

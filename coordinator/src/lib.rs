@@ -6,6 +6,8 @@
 //! It never touches Kafka or object-store data itself: workers do. Drift tracking (reading
 //! every site's Druid) is the `lockstep-drift` crate; the coordinator runs its poller while
 //! leading, serves its report (`/api/v1/drift`, the status page) and exports its metrics.
+//! While leading it also asks the other regions' coordinators for their status (`peers`,
+//! PeerService) and answers theirs, so that any region shows every region.
 
 pub mod admission;
 pub mod assign;
@@ -21,6 +23,7 @@ pub mod identity;
 pub mod leadership;
 pub mod metrics;
 pub mod page;
+pub mod peers;
 pub mod server;
 pub mod shared;
 pub mod state;

@@ -11,8 +11,8 @@
 
 use lockstep_drift::DriftMetrics;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 #[derive(Clone)]
@@ -47,6 +47,10 @@ pub struct Metrics {
     pub connections: IntGaugeVec,
     pub connections_limit: IntGaugeVec,
     pub connections_closed: IntCounterVec,
+    /// The other regions, as this coordinator's peer poller sees them ([`crate::peers`]).
+    pub peer_up: IntGaugeVec,
+    pub peer_unreachable_seconds: GaugeVec,
+    pub peer_request_seconds: HistogramVec,
 }
 
 /// Every gRPC method the coordinator serves, as it names them in metric labels.
@@ -59,6 +63,8 @@ pub const GRPC_METHODS: &[&str] = &[
     "PauseFlow",
     "ResumeFlow",
     "DrainWorker",
+    "Regions",
+    "RegionStatus",
 ];
 
 /// Task phases, as `lockstep_coordinator_tasks{phase}` names them.
@@ -93,6 +99,9 @@ pub const CONTROL_NAMES: &[&str] = &[
     "lockstep_coordinator_connections",
     "lockstep_coordinator_connections_limit",
     "lockstep_coordinator_connections_closed_total",
+    "lockstep_coordinator_peer_up",
+    "lockstep_coordinator_peer_unreachable_seconds",
+    "lockstep_coordinator_peer_request_duration_seconds",
 ];
 
 /// Every name the coordinator exports: the control plane's and drift's, for the catalog test.
@@ -120,13 +129,37 @@ const fn concat<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'st
 /// The listeners whose connections are bounded ([`crate::conn`]), as metric labels name them.
 pub const LISTENERS: &[&str] = &["http", "grpc"];
 
+/// The constant label every coordinator and worker series carries: the region it runs in.
+pub const REGION_LABEL: &str = "region";
+
 /// Why the coordinator closed a connection on its own ([`crate::conn::Reason`]).
 pub const CLOSE_REASONS: &[&str] = &["evicted", "refused", "header_timeout", "idle"];
 
 impl Metrics {
     /// Metrics registered in a fresh registry (one per coordinator, so tests can run several).
     pub fn new() -> Self {
-        let m = Self::new_unregistered();
+        Self::registered(Registry::new())
+    }
+
+    /// Metrics of region `region`'s coordinator: every series it exports carries
+    /// `region="<region>"` (a constant label of its registry), so dashboards and alerts can
+    /// tell the regions apart and aggregate across them.
+    pub fn for_region(region: &str) -> Self {
+        let labels =
+            std::collections::HashMap::from([(REGION_LABEL.to_string(), region.to_string())]);
+        match Registry::new_custom(None, Some(labels)) {
+            Ok(registry) => Self::registered(registry),
+            // Only an invalid label name fails, and REGION_LABEL is a valid constant.
+            Err(e) => {
+                tracing::error!(error = %e, "metrics without the region label");
+                Self::new()
+            }
+        }
+    }
+
+    fn registered(registry: Registry) -> Self {
+        let mut m = Self::new_unregistered();
+        m.registry = registry;
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.workers.clone()),
             Box::new(m.tasks.clone()),
@@ -155,6 +188,9 @@ impl Metrics {
             Box::new(m.connections.clone()),
             Box::new(m.connections_limit.clone()),
             Box::new(m.connections_closed.clone()),
+            Box::new(m.peer_up.clone()),
+            Box::new(m.peer_unreachable_seconds.clone()),
+            Box::new(m.peer_request_seconds.clone()),
         ];
         for c in collectors {
             // Names are constants and distinct, so registration cannot collide.
@@ -358,6 +394,28 @@ impl Metrics {
                 "Connections the coordinator closed on its own, by listener and reason: evicted (the least recently used idle one, to make room at the cap), refused (at the cap with every connection busy), header_timeout (no complete request headers, or on gRPC no first byte, within limits.header_read_timeout), idle (no byte moved for limits.idle_timeout).",
                 &["listener", "reason"],
             ),
+            peer_up: gauge_vec(
+                "lockstep_coordinator_peer_up",
+                "1 while another region's coordinators answer this coordinator's status requests (PeerService), 0 while they do not or have not been asked yet; by peer_region.",
+                &["peer_region"],
+            ),
+            peer_unreachable_seconds: GaugeVec::new(
+                Opts::new(
+                    "lockstep_coordinator_peer_unreachable_seconds",
+                    "How long another region has not answered: seconds since the first failed status request after its last answer; 0 while it answers. By peer_region.",
+                ),
+                &["peer_region"],
+            )
+            .expect("valid metric"),
+            peer_request_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "lockstep_coordinator_peer_request_duration_seconds",
+                    "Time to get another region's status (every address tried, standbys followed), failures included; by peer_region.",
+                )
+                .buckets(prometheus::exponential_buckets(0.001, 3.0, 10).expect("valid buckets")),
+                &["peer_region"],
+            )
+            .expect("valid metric"),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The status page at `/`: one server-rendered HTML page for an operator's first look at a
-//! region: drift verdicts per datasource, sites, flows, workers, the task assignment (with each
-//! Kafka task's fencing mode and any duplicates at the target) and the recent errors. It reads the same state as `/api/v1/status`, `/api/v1/drift` and
-//! `/api/v1/errors`; no front-end build, and the page works without JavaScript. A few lines of
+//! region: every region's control plane (with more than one region), drift verdicts per
+//! datasource, sites, flows, workers, the task assignment (with each Kafka task's fencing mode
+//! and any duplicates at the target) and the recent errors. It reads the same state as
+//! `/api/v1/status`, `/api/v1/regions`, `/api/v1/drift` and `/api/v1/errors`; no front-end build, and the page works without JavaScript. A few lines of
 //! script refresh the `<main>` element every few seconds (`/?fragment=main` answers only that
 //! part) and can be paused.
 //!
@@ -9,7 +10,7 @@
 //! addresses only (a Druid URL loses any `user:password@`), never Kafka properties or keys.
 
 use crate::events::{Event, Level};
-use crate::views::{StatusView, TaskView};
+use crate::views::{RegionsView, StatusView, TaskView};
 use lockstep_config::{Config, FlowKind, SourceKind, TopicSelector};
 use lockstep_drift::{DriftReport, Verdict};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -19,6 +20,7 @@ use std::time::Duration;
 /// Everything the page shows, gathered by the HTTP handler.
 pub struct PageData<'a> {
     pub status: &'a StatusView,
+    pub regions: &'a RegionsView,
     pub drift: Option<&'a DriftReport>,
     pub events: &'a [Event],
     pub config: &'a Config,
@@ -54,7 +56,8 @@ pub fn render(d: &PageData) -> Markup {
                 }
                 main #main { (main(d)) }
                 footer {
-                    "JSON: " a href="api/v1/status" { "status" } " · " a href="api/v1/drift" { "drift" }
+                    "JSON: " a href="api/v1/status" { "status" } " · " a href="api/v1/regions" { "regions" }
+                    " · " a href="api/v1/drift" { "drift" }
                     " · " a href="api/v1/errors" { "errors" } " · " a href="metrics" { "metrics" }
                 }
                 script { (PreEscaped(SCRIPT.replace("@REFRESH_MS@", &(REFRESH_SECONDS * 1000).to_string()))) }
@@ -67,6 +70,7 @@ pub fn render(d: &PageData) -> Markup {
 pub fn main(d: &PageData) -> Markup {
     html! {
         (summary(d))
+        (regions_section(d))
         (drift_section(d))
         (sites_section(d))
         (flows_section(d))
@@ -110,6 +114,53 @@ fn summary(d: &PageData) -> Markup {
             div.card { div.k { "generation" } div.v { (s.generation) } }
             @if !s.paused_flows.is_empty() {
                 div.card { div.k { "paused flows" } div.v { (s.paused_flows.join(", ")) } }
+            }
+        }
+    }
+}
+
+/// Every region's control plane: its leader, workers, tasks, lag and backlog as its
+/// coordinator last answered, or since when it does not. Shown with more than one region.
+fn regions_section(d: &PageData) -> Markup {
+    let r = d.regions;
+    let num = |v: Option<u64>| v.map_or_else(|| "–".to_string(), |v| v.to_string());
+    html! {
+        @if r.regions.len() > 1 {
+            section #regions {
+                h2 { "Regions" }
+                table #regions-table {
+                    thead { tr { th { "region" } th { "state" } th { "leader" } th.num { "workers" } th.num { "tasks assigned" } th.num { "unassigned" }
+                        th.num { "mirror lag (records)" } th.num { "object backlog" } th { "as of" } } }
+                    tbody {
+                        @for g in &r.regions {
+                            tr data-region=(g.region) data-state=(g.state) {
+                                td { b { (g.region) } @if g.is_self { " " span.muted { "(this region)" } } }
+                                td { span class={ "badge r-" (g.state) } { (g.state) } }
+                                @match &g.coordinator_id {
+                                    Some(id) => {
+                                        td { (id) }
+                                        td.num { (num(g.workers_alive.map(u64::from))) }
+                                        td.num { (num(g.tasks_assigned.map(u64::from))) " / " (num(g.tasks_total.map(u64::from))) }
+                                        td.num class={ @if g.tasks_unassigned.is_some_and(|n| n > 0) { "warn" } } { (num(g.tasks_unassigned.map(u64::from))) }
+                                        td.num { (num(g.mirror_lag_records)) }
+                                        td.num { (num(g.object_backlog)) }
+                                        td { (g.checked_at.as_deref().unwrap_or("–")) }
+                                    }
+                                    None => {
+                                        td colspan="6" class={ @if g.state == "unreachable" { "bad" } @else { "muted" } } {
+                                            @match &g.unreachable_since {
+                                                Some(since) => { "unreachable since " (since) }
+                                                None => { "not asked yet" }
+                                            }
+                                            @if let Some(e) = &g.error { ": " (e) }
+                                        }
+                                        td { "–" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -429,6 +480,7 @@ code { font-size:.85rem; }
 .warn { color:var(--warn); font-weight:600; }
 .badge { display:inline-block; padding:.05rem .5rem; border-radius:1rem; font-size:.8rem; font-weight:700; color:#fff; }
 .v-in_sync { background:var(--ok); } .v-lagging { background:var(--warn); } .v-diverged { background:var(--bad); } .v-unknown { background:var(--unk); }
+.r-ok { background:var(--ok); } .r-unreachable { background:var(--bad); } .r-unknown { background:var(--unk); }
 .s-running { color:var(--ok); } .s-failed { color:var(--bad); font-weight:600; } .s-starting, .s-stopping { color:var(--warn); }
 .cards { display:flex; flex-wrap:wrap; gap:.8rem; margin-top:1rem; }
 .card { background:#fff; border:1px solid var(--line); border-radius:.4rem; padding:.5rem .9rem; min-width:8rem; }
@@ -514,6 +566,66 @@ mod tests {
         assert!(
             html.contains("clicks/3: <b>120</b> record(s)")
                 && html.contains("target 1000..1119 = source 500..619 (120)"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn the_regions_table_shows_figures_or_since_when_a_region_is_silent() {
+        use lockstep_proto as pb;
+        let regions = RegionsView::from(pb::RegionsResponse {
+            region: "eu".into(),
+            regions: vec![
+                pb::RegionView {
+                    region: "eu".into(),
+                    state: "ok".into(),
+                    is_self: true,
+                    checked_at_ms: 1_700_000_000_000,
+                    status: Some(pb::RegionStatusResponse {
+                        coordinator_id: "eu-1".into(),
+                        workers_alive: 2,
+                        tasks_total: 6,
+                        tasks_assigned: 5,
+                        tasks_unassigned: 1,
+                        mirror_lag_records: 42,
+                        object_backlog: 7,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                pb::RegionView {
+                    region: "us".into(),
+                    state: "unreachable".into(),
+                    unreachable_since_ms: 1_700_000_000_000,
+                    error: "http://us-1:7400: cannot connect".into(),
+                    ..Default::default()
+                },
+            ],
+        });
+        let status = StatusView::from(pb::StatusResponse::default());
+        let config = lockstep_config::parse("", "t.toml", None, &|_| None).expect("valid");
+        let html = regions_section(&PageData {
+            status: &status,
+            regions: &regions,
+            drift: None,
+            events: &[],
+            config: &config,
+            uptime: Duration::ZERO,
+        })
+        .into_string();
+        assert!(
+            html.contains(r#"data-region="eu" data-state="ok""#)
+                && html.contains("(this region)")
+                && html.contains(">eu-1<")
+                && html.contains(">5 / 6<")
+                && html.contains(">42<"),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"data-region="us" data-state="unreachable""#)
+                && html.contains(
+                    "unreachable since 2023-11-14T22:13:20.000Z: http://us-1:7400: cannot connect"
+                ),
             "{html}"
         );
     }

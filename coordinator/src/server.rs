@@ -80,7 +80,7 @@ pub async fn start(
     let config = Arc::new(config);
     let c = &config.coordinator;
     let store = StateStore::new(&c.state)?;
-    let metrics = Metrics::new();
+    let metrics = Metrics::for_region(&c.region);
     let timing = timing(c);
     tracing::info!(
         tasks = tasks::derive(&config).len(),
@@ -135,6 +135,7 @@ pub async fn start(
         coordinator_id,
         region: c.region.clone(),
         drift: Default::default(),
+        peers: Default::default(),
         auth: AdminAuth::new(&c.auth, metrics.clone()),
         identities: crate::identity::Identities::new(c.tls.as_ref()),
         admission: Admission::new(

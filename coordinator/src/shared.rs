@@ -34,6 +34,8 @@ pub struct Shared {
     pub region: String,
     /// The drift poller's latest report.
     pub drift: lockstep_drift::poller::LatestReport,
+    /// What the peer poller knows of the other regions ([`crate::peers`]).
+    pub peers: crate::peers::PeerBook,
     /// The admin token check (AdminService and `/api/...`).
     pub auth: AdminAuth,
     /// Who a gRPC call comes from: worker certificates act only as their own worker id, and
@@ -224,6 +226,18 @@ impl Shared {
         status.coordinator_id = self.coordinator_id.clone();
         status.region = self.region.clone();
         status
+    }
+
+    /// This region in figures, now (PeerService.RegionStatus, and the first row of the
+    /// regions view).
+    pub async fn view_region_status(&self) -> lockstep_proto::RegionStatusResponse {
+        crate::peers::figures(&self.view_status().await, std::time::SystemTime::now())
+    }
+
+    /// Every region as this coordinator sees it (AdminService.Regions, `/api/v1/regions`,
+    /// the status page).
+    pub async fn view_regions(&self) -> lockstep_proto::RegionsResponse {
+        crate::peers::view(self.view_region_status().await, &self.config, &self.peers)
     }
 }
 

@@ -1,7 +1,7 @@
-//! The view types that `/api/v1/status` serialises and the status page renders, built from
-//! AdminService's `StatusResponse`: one shape for the JSON API, the page and `lockstep status
-//! --format json`. Imports no module of the HTTP side, so the page and the API both depend
-//! on it and not on each other.
+//! The view types that `/api/v1/status` and `/api/v1/regions` serialise and the status page
+//! renders, built from AdminService's `StatusResponse` and `RegionsResponse`: one shape for the
+//! JSON API, the page and `lockstep status [--all] --format json`. Imports no module of the
+//! HTTP side, so the page and the API both depend on it and not on each other.
 
 use lockstep_proto as pb;
 use serde::Serialize;
@@ -135,6 +135,84 @@ impl From<&pb::ObjectProgress> for ObjectsView {
             failures: o.failures,
             verify_mismatches: o.verify_mismatches,
             cycles: o.cycles,
+        }
+    }
+}
+
+/// `/api/v1/regions`: every region as this coordinator sees it, its own first, the others by
+/// name. Field names are a contract (other tools read them).
+#[derive(Serialize)]
+pub struct RegionsView {
+    /// The region of the coordinator answering.
+    pub region: String,
+    pub regions: Vec<RegionRow>,
+}
+
+/// One region. Its figures are null unless its state is "ok".
+#[derive(Serialize)]
+pub struct RegionRow {
+    pub region: String,
+    /// "ok", "unreachable" or "unknown" (not asked yet).
+    pub state: String,
+    /// The region of the coordinator answering.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    /// The region's active coordinator, as it answered.
+    pub coordinator_id: Option<String>,
+    /// When the figures were received (own region: now), RFC 3339 UTC.
+    pub checked_at: Option<String>,
+    /// While unreachable: the first failed request after the last answer, RFC 3339 UTC.
+    pub unreachable_since: Option<String>,
+    /// While unreachable: why the last request failed.
+    pub error: Option<String>,
+    pub workers_alive: Option<u32>,
+    pub tasks_total: Option<u32>,
+    pub tasks_assigned: Option<u32>,
+    pub tasks_unassigned: Option<u32>,
+    pub mirror_lag_records: Option<u64>,
+    pub object_backlog: Option<u64>,
+    pub generation: Option<u64>,
+    pub paused_flows: Option<Vec<String>>,
+}
+
+/// Epoch milliseconds as RFC 3339 UTC; None for 0 (never).
+fn rfc3339(ms: u64) -> Option<String> {
+    (ms > 0).then(|| {
+        humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string()
+    })
+}
+
+impl From<pb::RegionsResponse> for RegionsView {
+    fn from(r: pb::RegionsResponse) -> Self {
+        RegionsView {
+            region: r.region,
+            regions: r
+                .regions
+                .into_iter()
+                .map(|v| {
+                    let s = v.status;
+                    RegionRow {
+                        coordinator_id: s.as_ref().map(|s| s.coordinator_id.clone()),
+                        checked_at: rfc3339(v.checked_at_ms),
+                        unreachable_since: rfc3339(v.unreachable_since_ms),
+                        error: Some(v.error).filter(|e| !e.is_empty()),
+                        workers_alive: s.as_ref().map(|s| s.workers_alive),
+                        tasks_total: s.as_ref().map(|s| s.tasks_total),
+                        tasks_assigned: s.as_ref().map(|s| s.tasks_assigned),
+                        tasks_unassigned: s.as_ref().map(|s| s.tasks_unassigned),
+                        mirror_lag_records: s.as_ref().map(|s| s.mirror_lag_records),
+                        object_backlog: s.as_ref().map(|s| s.object_backlog),
+                        generation: s.as_ref().map(|s| s.generation),
+                        paused_flows: s.map(|s| s.paused_flows),
+                        region: v.region,
+                        state: v.state,
+                        is_self: v.is_self,
+                    }
+                })
+                .collect(),
         }
     }
 }

@@ -29,11 +29,11 @@ macro_rules! malformed {
 
 malformed!(InvalidArgument:
     JoinRequest, HeartbeatRequest, ReleaseRequest, LeaveRequest,
-    StatusRequest, FlowRequest, DrainRequest,
+    StatusRequest, FlowRequest, DrainRequest, RegionsRequest, RegionStatusRequest,
 );
 malformed!(Internal:
     JoinResponse, HeartbeatResponse, ReleaseResponse, LeaveResponse,
-    StatusResponse, FlowResponse, DrainResponse,
+    StatusResponse, FlowResponse, DrainResponse, RegionsResponse, RegionStatusResponse,
 );
 
 /// [`tonic_prost::ProstCodec`] with decode errors coded by [`Malformed`].

@@ -1,10 +1,14 @@
-//! The gRPC contract between lockstep workers, coordinators and the CLI.
+//! The gRPC contract between lockstep workers, coordinators and the CLI, and its client side.
 //!
-//! `lockstep.proto` is the source of truth; this crate only re-exports what tonic and prost
+//! `lockstep.proto` is the source of truth; this crate re-exports what tonic and prost
 //! generate from it. The package is versioned (`lockstep.v1`): a breaking change gets `v2`
-//! beside it, never an edit in place.
+//! beside it, never an edit in place. Every client of a coordinator (workers, the CLI, other
+//! regions' coordinators) connects with [`tls`] and finds the active coordinator of a region
+//! with [`leader`].
 
 pub mod codec;
+pub mod leader;
+pub mod tls;
 
 /// Generated types and services of `lockstep.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

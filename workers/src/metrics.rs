@@ -108,9 +108,31 @@ fn cv(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 
 impl WorkerMetrics {
     pub fn new() -> Self {
+        Self::with_registry(Registry::new())
+    }
+
+    /// The metrics of a worker of `region`: every series carries `region="<region>"` (a
+    /// constant label of its registry), as the coordinator's do. None (no `--region`): no
+    /// region label.
+    pub fn for_region(region: Option<&str>) -> Self {
+        let Some(region) = region else {
+            return Self::new();
+        };
+        let labels = std::collections::HashMap::from([("region".to_string(), region.to_string())]);
+        match Registry::new_custom(None, Some(labels)) {
+            Ok(registry) => Self::with_registry(registry),
+            // Only an invalid label name fails, and "region" is valid.
+            Err(e) => {
+                tracing::error!(error = %e, "metrics without the region label");
+                Self::new()
+            }
+        }
+    }
+
+    fn with_registry(registry: Registry) -> Self {
         // Names and help texts are constants: creation cannot fail.
         let m = WorkerMetrics {
-            registry: Registry::new(),
+            registry,
             tasks_running: IntGauge::new(NAMES[0], "Tasks this worker runs now.")
                 .expect("valid metric"),
             task_failures: IntCounter::new(

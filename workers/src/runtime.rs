@@ -10,18 +10,18 @@
 //! - Refused as unknown or stale (fenced), the worker stops everything and joins again.
 //! - On shutdown every task stops cleanly, then the worker leaves, so its tasks move at once.
 //!
-//! Finding the coordinator ([`crate::leader`]): the worker calls the configured address (or
+//! Finding the coordinator ([`lockstep_proto::leader`]): the worker calls the configured address (or
 //! each of a comma-separated list in turn). A standby coordinator refuses with UNAVAILABLE and
 //! names the active one in the `lockstep-leader` metadata; every call follows it at once, with
 //! the session unchanged (every coordinator of a region shares the state, so the new leader
 //! knows the session). When the followed address stops answering, the worker goes back to the
 //! configured ones.
 
-use crate::leader::{call_following_leader, Route};
 use crate::metrics::WorkerMetrics;
 use crate::task::{LeaseGuard, Progress, TaskContext, TaskError, TaskFactory};
 use backon::BackoffBuilder;
 use lockstep_proto as pb;
+use lockstep_proto::leader::{call_following_leader, Route};
 use pb::worker_service_client::WorkerServiceClient;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use tracing::Instrument;
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error(transparent)]
-    Client(#[from] crate::tls::ClientError),
+    Client(#[from] lockstep_proto::tls::ClientError),
     /// The coordinator runs another region: no retry can succeed.
     #[error("coordinator {coordinator} refused the join: {message}")]
     WrongRegion {
@@ -63,7 +63,7 @@ pub struct WorkerOptions {
     /// without a factory runs as a task that fails with a clear "not available" status.
     pub capabilities: Vec<String>,
     /// TLS to the coordinator (an `https://` address); files are read again at each reconnect.
-    pub tls: crate::tls::ClientTls,
+    pub tls: lockstep_proto::tls::ClientTls,
 }
 
 struct Running {

@@ -1,7 +1,8 @@
-//! Finding the active coordinator of a region, for every client of it (the worker runtime and
-//! the CLI's admin calls): a [`Route`] over the configured addresses, and
+//! Finding the active coordinator of a region, for every client of it (the worker runtime, the
+//! CLI's admin calls, and other regions' coordinators asking for its status): a [`Route`] over
+//! the configured addresses, and
 //! [`call_following_leader`], which makes a call and, when a standby refuses it naming the
-//! leader (`lockstep-leader`, read by [`lockstep_proto::leader_hint`]), makes it again there,
+//! leader (`lockstep-leader`, read by [`crate::leader_hint`]), makes it again there,
 //! a few hops at most.
 //!
 //! It owns only where the next call goes. Connecting (TLS, tokens), logging, metrics and what
@@ -23,7 +24,7 @@ pub trait Refusal {
 
 impl Refusal for tonic::Status {
     fn leader(&self) -> Option<String> {
-        lockstep_proto::leader_hint(self)
+        crate::leader_hint(self)
     }
 }
 
@@ -142,7 +143,7 @@ mod tests {
     fn standby(leader: &str) -> tonic::Status {
         let mut s = tonic::Status::unavailable("not the leader");
         s.metadata_mut().insert(
-            lockstep_proto::LEADER_METADATA,
+            crate::LEADER_METADATA,
             leader.parse().expect("metadata value"),
         );
         s
@@ -228,7 +229,7 @@ mod tests {
             {
                 let mut s = tonic::Status::permission_denied("no token");
                 s.metadata_mut().insert(
-                    lockstep_proto::LEADER_METADATA,
+                    crate::LEADER_METADATA,
                     "http://b:7400".parse().expect("value"),
                 );
                 s

@@ -1,8 +1,10 @@
-//! The client side of gRPC to the coordinator, shared by workers and the CLI: TLS with an
-//! optional client certificate (mutual TLS), from PEM files.
+//! The client side of gRPC to a coordinator, shared by workers, the CLI and the coordinators of
+//! other regions (PeerService): TLS with an optional client certificate (mutual TLS), from PEM
+//! files, and the admin bearer token.
 //!
 //! The files are read each time an endpoint is built. The worker builds a new one whenever a
-//! join fails, so a rotated certificate or CA is picked up at the next reconnection.
+//! join fails, and a coordinator one for every status request to a peer, so a rotated
+//! certificate or CA is picked up at the next connection.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
