@@ -1,7 +1,9 @@
 //! Kafka helpers of the suites that run a mirror on tansu brokers: a source loader that can
-//! pace itself behind the mirror, a reader of whole partitions with the `lockstep.src.offset`
-//! header decoded, the mirrored count from the coordinator's status, and a temp dir that is
-//! kept (with the processes' logs) when a test fails.
+//! pace itself (behind the mirror, or as its caller says), a reader of whole partitions with
+//! the `lockstep.src.offset` header decoded, the high watermarks of every partition,
+//! the check that a target partition is an exact copy of the source's, the mirrored count
+//! from the coordinator's status, and a temp dir that is kept (with the processes' logs) when
+//! a test fails.
 
 use super::Cluster;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -35,6 +37,15 @@ impl KeepOnPanic {
             to: self.path().to_path_buf(),
         }
     }
+
+    /// Like [`KeepOnPanic::also_keep`], into the subfolder `sub` (for several dirs whose logs
+    /// have the same names).
+    pub fn also_keep_in(&self, dir: &std::path::Path, sub: &str) -> CopyLogsOnPanic {
+        CopyLogsOnPanic {
+            from: dir.to_path_buf(),
+            to: self.path().join(sub),
+        }
+    }
 }
 
 impl Drop for KeepOnPanic {
@@ -57,6 +68,7 @@ impl Drop for CopyLogsOnPanic {
         if !std::thread::panicking() {
             return;
         }
+        let _ = std::fs::create_dir_all(&self.to);
         for entry in std::fs::read_dir(&self.from)
             .into_iter()
             .flatten()
@@ -155,6 +167,44 @@ pub fn produce(
     ahead: Option<(&Pace, usize)>,
     delivery: &Arc<Delivery>,
 ) {
+    produce_with(bootstrap, partitions, from, delivery, |i| {
+        if i >= to {
+            return Next::Finish;
+        }
+        if let Some((pace, ahead)) = ahead {
+            // The main loop bounds the wait: it fails the test when the mirror stops moving.
+            while i >= pace.mirrored.load(Ordering::Relaxed) + ahead {
+                if pace.stopped.load(Ordering::Relaxed) {
+                    return Next::Abandon;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Next::Send
+    });
+}
+
+/// What the source loader does before record `i` ([`produce_with`]).
+pub enum Next {
+    /// Write record `i`.
+    Send,
+    /// Stop here: wait until every record written is acknowledged.
+    Finish,
+    /// Stop at once, waiting for nothing (the test has failed).
+    Abandon,
+}
+
+/// The source loader: writes records from `from` on, asking `next` before each one (it may
+/// wait, to pace the loader), and returns how many it wrote. Record `i` goes to partition
+/// `i % partitions` with key `k<i>`, a JSON value and a `seq` header. On [`Next::Finish`] it
+/// waits until every record is acknowledged and fails if one was not.
+pub fn produce_with(
+    bootstrap: &str,
+    partitions: i32,
+    from: usize,
+    delivery: &Arc<Delivery>,
+    mut next: impl FnMut(usize) -> Next,
+) -> usize {
     let p: ThreadedProducer<DeliveryCount> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -166,15 +216,12 @@ pub fn produce(
         .set("message.timeout.ms", "0")
         .create_with_context(DeliveryCount(delivery.clone()))
         .expect("producer");
-    for i in from..to {
-        if let Some((pace, ahead)) = ahead {
-            // The main loop bounds the wait: it fails the test when the mirror stops moving.
-            while i >= pace.mirrored.load(Ordering::Relaxed) + ahead {
-                if pace.stopped.load(Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+    let mut i = from;
+    loop {
+        match next(i) {
+            Next::Send => {}
+            Next::Finish => break,
+            Next::Abandon => return i - from,
         }
         let key = format!("k{i}");
         let value = format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(60));
@@ -197,6 +244,7 @@ pub fn produce(
                 }
             }
         }
+        i += 1;
     }
     p.flush(Duration::from_secs(600)).expect("source flush");
     assert_eq!(
@@ -204,6 +252,7 @@ pub fn produce(
         0,
         "the source loader lost records"
     );
+    i - from
 }
 
 pub fn reader(bootstrap: &str) -> BaseConsumer {
@@ -251,30 +300,72 @@ pub fn read_all(c: &BaseConsumer, p: i32) -> Vec<Row> {
             high - low
         );
         match c.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                let mut row = Row {
-                    offset: m.offset(),
-                    source_offset: None,
-                    key: m.key().unwrap_or_default().to_vec(),
-                    value: m.payload().unwrap_or_default().to_vec(),
-                    timestamp: m.timestamp().to_millis(),
-                    headers: Vec::new(),
-                };
-                for h in m.headers().iter().flat_map(|h| h.iter()) {
-                    let value = h.value.unwrap_or_default();
-                    if h.key == lockstep_config::headers::SRC_OFFSET {
-                        row.source_offset =
-                            std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-                    } else if !h.key.starts_with("lockstep.") {
-                        row.headers.push((h.key.to_string(), value.to_vec()));
-                    }
-                }
-                out.push(row);
-            }
+            Some(Ok(m)) => out.push(row(&m)),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => panic!("read {p}: {e}"),
             None => {}
         }
     }
     out
+}
+
+/// A record as the verification sees it, `lockstep.src.offset` decoded.
+fn row(m: &impl Message) -> Row {
+    let mut row = Row {
+        offset: m.offset(),
+        source_offset: None,
+        key: m.key().unwrap_or_default().to_vec(),
+        value: m.payload().unwrap_or_default().to_vec(),
+        timestamp: m.timestamp().to_millis(),
+        headers: Vec::new(),
+    };
+    for h in m.headers().iter().flat_map(|h| h.iter()) {
+        let value = h.value.unwrap_or_default();
+        if h.key == lockstep_config::headers::SRC_OFFSET {
+            row.source_offset = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+        } else if !h.key.starts_with("lockstep.") {
+            row.headers.push((h.key.to_string(), value.to_vec()));
+        }
+    }
+    row
+}
+
+/// The high watermark of every partition of `events` (None: the broker did not answer within
+/// 2 s, or has no such topic yet).
+pub fn high_watermarks(c: &BaseConsumer, partitions: i32) -> Option<Vec<i64>> {
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks("events", p, Duration::from_secs(2))
+                .ok()
+                .map(|(_, high)| high)
+        })
+        .collect()
+}
+
+/// Panics unless `target` (partition `p` of a mirror's target, named `what`) holds exactly the
+/// records of `source` (the same partition of the source): its `lockstep.src.offset` sequence
+/// is the source's offsets (zero missing, zero duplicates, same order; otherwise it says how
+/// many are missing and twice), and every record has the same key, value, timestamp and
+/// headers.
+pub fn assert_exact_copy(what: &str, p: i32, source: &[Row], target: &[Row]) {
+    let mirrored: Vec<Option<i64>> = target.iter().map(|r| r.source_offset).collect();
+    let expected: Vec<Option<i64>> = source.iter().map(|r| Some(r.offset)).collect();
+    if mirrored != expected {
+        let mut seen = std::collections::BTreeSet::new();
+        let duplicates = mirrored.iter().filter(|o| !seen.insert(**o)).count();
+        let missing = expected.iter().filter(|o| !seen.contains(*o)).count();
+        panic!(
+            "{what} partition {p}: {} target records for {} source records: {missing} missing, {duplicates} duplicates, or out of order",
+            target.len(),
+            source.len()
+        );
+    }
+    for (s, t) in source.iter().zip(target) {
+        assert_eq!(
+            (&s.key, &s.value, s.timestamp, &s.headers),
+            (&t.key, &t.value, t.timestamp, &t.headers),
+            "{what} partition {p} source offset {}: key, value, timestamp and headers",
+            s.offset
+        );
+    }
 }
