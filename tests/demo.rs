@@ -1,7 +1,10 @@
 //! `lockstep demo` end to end, as the built binary: the endpoints file appears with reachable
-//! addresses, replication reaches both sites (Kafka mirror, Druid ingestion, object copies),
-//! drift is shown in_sync, then the injected fault is detected naming site-b, metrics are
-//! populated, and the demo exits 0 at --duration; a SIGTERM mid-run also exits 0 cleanly.
+//! addresses (both regions' coordinators and workers), replication reaches both sites (Kafka
+//! mirror, Druid ingestion, object copies), drift is shown in_sync, then the injected fault is
+//! detected naming site-b, metrics are populated; region us then goes dark while eu keeps
+//! flowing, the outage is reported (or the demo says its coordinator has no peer view), us
+//! comes back and catches up; and the demo exits 0 at --duration. A SIGTERM mid-run also exits
+//! 0 cleanly. No timing is asserted.
 
 mod common;
 
@@ -45,9 +48,25 @@ fn mirrored_in(line: &str, site: &str) -> Option<u64> {
         .ok()
 }
 
+/// Whether an exposition line is a sample of `name` with (at least) these labels, in any
+/// order among others.
+fn series(line: &str, name: &str, labels: &[(&str, &str)]) -> bool {
+    let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
+        return false;
+    };
+    let Some((inside, _)) = rest.split_once('}') else {
+        return false;
+    };
+    let have: Vec<&str> = inside.split(',').collect();
+    labels
+        .iter()
+        .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
+}
+
 #[test]
 fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
-    let mut demo = start("45s");
+    // The default length: the outage and the catch-up follow the fault.
+    let mut demo = start("60s");
     let ep = demo.endpoints(Duration::from_secs(60));
 
     // The contract's keys, every address reachable while the demo runs.
@@ -71,6 +90,37 @@ fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
         assert_eq!(code, 200);
         assert!(body.contains("lockstep_worker_tasks_running"), "{body}");
     }
+    // Each region: its coordinator (eu's is the top-level one), its site, its worker.
+    assert_eq!(ep["outage"]["region"], "us", "{ep}");
+    assert_eq!(
+        ep["regions"]["eu"]["coordinator_http"].as_str(),
+        Some(http.as_str())
+    );
+    assert_eq!(
+        ep["regions"]["eu"]["coordinator_grpc"].as_str(),
+        Some(grpc.as_str())
+    );
+    let mut region_workers = Vec::new();
+    for (region, site) in [("eu", "site-a"), ("us", "site-b")] {
+        let r = &ep["regions"][region];
+        assert_eq!(r["sites"], serde_json::json!([site]), "{ep}");
+        let h = str_of(&r["coordinator_http"], "regions.*.coordinator_http");
+        let (code, _) = http_get(h, "/healthz").expect("region coordinator HTTP");
+        assert_eq!(code, 200, "region {region}");
+        std::net::TcpStream::connect(str_of(&r["coordinator_grpc"], "regions.*.coordinator_grpc"))
+            .expect("region coordinator gRPC port");
+        let w = r["worker_metrics"]
+            .as_array()
+            .unwrap_or_else(|| panic!("regions.{region}.worker_metrics: {ep}"));
+        assert_eq!(w.len(), 1, "{ep}");
+        region_workers.push(str_of(&w[0], "worker_metrics[]").to_string());
+    }
+    assert_eq!(
+        region_workers, workers,
+        "every region's workers, in order: {ep}"
+    );
+    let us_http = str_of(&ep["regions"]["us"]["coordinator_http"], "us http").to_string();
+    assert_ne!(us_http, http);
     let druid: Vec<String> = ["site-a", "site-b"]
         .iter()
         .map(|s| str_of(&ep["druid"][*s], "druid site").to_string())
@@ -104,7 +154,7 @@ fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
     );
 
     // The coordinator's API and metrics agree; Druid at both sites ingested the mirrored
-    // topic; the workers mirrored into both sites and copied files.
+    // topic.
     let (code, body) = http_get(&http, "/api/v1/drift").expect("drift API");
     assert_eq!(code, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).expect("drift JSON");
@@ -130,9 +180,16 @@ fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
         "{report}"
     );
     let (_, metrics) = http_get(&http, "/metrics").expect("coordinator metrics");
+    assert!(
+        metrics.lines().any(|l| series(
+            l,
+            "lockstep_drift_verdict",
+            &[("datasource", "clicks"), ("verdict", "diverged")]
+        ) && l.ends_with(" 1")),
+        "no diverged verdict for clicks in:\n{metrics}"
+    );
     for needle in [
-        "lockstep_drift_verdict{datasource=\"clicks\",verdict=\"diverged\"} 1",
-        "lockstep_druid_request_duration_seconds_count{endpoint=",
+        "lockstep_druid_request_duration_seconds_count{",
         "lockstep_coordinator_",
     ] {
         assert!(metrics.contains(needle), "no {needle} in:\n{metrics}");
@@ -154,20 +211,75 @@ fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
             "{site}'s topic holds {ingested} records: {status}"
         );
     }
+    // The region outage, after the fault's detection: us goes dark, eu keeps mirroring into
+    // site-a, eu reports us unreachable (or says it has no peer view), us comes back and
+    // catches up.
+    demo.wait_line(Duration::from_secs(60), "region caught up line", |l| {
+        l.starts_with("region caught up: us, site-b mirrored everything produced (")
+    });
+    let at = |what: &str, f: &dyn Fn(&str) -> bool| {
+        demo.position(f)
+            .unwrap_or_else(|| panic!("no {what} line\n{}", demo.output()))
+    };
+    let outage = at("region outage", &|l| {
+        l.starts_with("region outage: us (coordinator and workers stopped)")
+    });
+    let flowing = at("keeps flowing", &|l| {
+        l.starts_with("region eu keeps flowing: site-a +")
+            && l.contains(" records mirrored since the outage")
+    });
+    let reported = at("outage reported (or its note)", &|l| {
+        l.starts_with("region outage reported: eu sees us unreachable since ")
+            || l.starts_with("note: region outage not reported: ")
+    });
+    let back = at("region back", &|l| l.starts_with("region back: us"));
+    let caught_up = at("region caught up", &|l| {
+        l.starts_with("region caught up: us, site-b")
+    });
+    assert!(
+        detected < outage && outage < flowing && outage < reported,
+        "order: detected {detected}, outage {outage}, flowing {flowing}, reported {reported}\n{}",
+        demo.output()
+    );
+    assert!(
+        flowing < back && reported < back && back < caught_up,
+        "order: flowing {flowing}, reported {reported}, back {back}, caught up {caught_up}\n{}",
+        demo.output()
+    );
+    // The number of records is a count, and site-a grew by some.
+    let plus: u64 = demo.lines()[flowing]
+        .trim_start_matches("region eu keeps flowing: site-a +")
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {}", demo.lines()[flowing]));
+    assert!(plus > 0);
+    let peer_view = demo.lines()[reported].starts_with("region outage reported:");
+    // us answers again once back.
+    let (code, _) = http_get(&us_http, "/healthz").expect("us coordinator HTTP after its return");
+    assert_eq!(code, 200);
+
+    // The workers mirrored into both sites and copied files (us's worker is back: its
+    // counters carried on over the outage).
     let worker_metrics: String = workers
         .iter()
         .map(|w| http_get(w, "/metrics").expect("worker metrics").1)
         .collect();
-    for needle in [
-        "lockstep_mirror_records_total{flow=\"clicks\",site=\"site-a\"}",
-        "lockstep_mirror_records_total{flow=\"clicks\",site=\"site-b\"}",
-        "lockstep_objects_copied_objects_total{flow=\"dumps\",reason=\"new\",site=\"site-a\"}",
-        "lockstep_objects_copied_objects_total{flow=\"dumps\",reason=\"new\",site=\"site-b\"}",
-    ] {
-        assert!(
-            worker_metrics.contains(needle),
-            "no {needle} in:\n{worker_metrics}"
-        );
+    for site in ["site-a", "site-b"] {
+        for (name, labels) in [
+            ("lockstep_mirror_records_total", vec![("flow", "clicks")]),
+            (
+                "lockstep_objects_copied_objects_total",
+                vec![("flow", "dumps"), ("reason", "new")],
+            ),
+        ] {
+            let mut labels = labels;
+            labels.push(("site", site));
+            assert!(
+                worker_metrics.lines().any(|l| series(l, name, &labels)),
+                "no {name} {labels:?} in:\n{worker_metrics}"
+            );
+        }
     }
 
     // Runs to --duration, then stops cleanly.
@@ -202,10 +314,28 @@ fn demo_replicates_shows_in_sync_detects_the_fault_and_exits_0() {
             demo.output()
         );
     }
+    if peer_view {
+        assert!(
+            lines[back..]
+                .iter()
+                .any(|l| l.starts_with("region back reported: eu sees us ok again")),
+            "eu reported the outage but not us's return\n{}",
+            demo.output()
+        );
+    }
     assert!(
-        std::net::TcpStream::connect(&http).is_err(),
-        "the coordinator still listens after the demo ended"
+        demo.has_line(|l| l.starts_with("summary: region us down at ")
+            && l.contains("eu kept flowing")
+            && l.contains(", caught up ")),
+        "{}",
+        demo.output()
     );
+    for h in [&http, &us_http] {
+        assert!(
+            std::net::TcpStream::connect(h).is_err(),
+            "a coordinator still listens after the demo ended"
+        );
+    }
 }
 
 #[test]
@@ -239,4 +369,16 @@ fn line_parsers() {
     let r = "replication: source 20600 records | site-a mirrored 20600, Druid 20600 rows | site-b mirrored 20590, Druid 16509 rows | dumps landed 2, site-a 2, site-b 2  [13.6s]";
     assert_eq!(mirrored_in(r, "site-a"), Some(20600));
     assert_eq!(mirrored_in(r, "site-b"), Some(20590));
+    let m = "lockstep_drift_verdict{datasource=\"clicks\",region=\"eu\",verdict=\"diverged\"} 1";
+    assert!(series(
+        m,
+        "lockstep_drift_verdict",
+        &[("verdict", "diverged"), ("datasource", "clicks")]
+    ));
+    assert!(!series(
+        m,
+        "lockstep_drift_verdict",
+        &[("verdict", "in_sync")]
+    ));
+    assert!(!series(m, "lockstep_drift", &[]));
 }

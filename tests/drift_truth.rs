@@ -145,6 +145,7 @@ async fn rollup_aware_unqueryable_and_default_router() {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
     }
     let ((rows_a, _), (rows_b, _)) = last;
+    eprintln!("best-effort rollup: COUNT(*) a {rows_a}, b {rows_b}; SUM(\"count\") {ROWS} at both");
     assert_ne!(
         rows_a, rows_b,
         "best-effort rollup over different task boundaries must give different COUNT(*)"

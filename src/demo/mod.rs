@@ -5,31 +5,45 @@
 //! - object stores: folders in a temporary directory, a landing folder and one per site;
 //! - Druid: one `lockstep_sim::Emulator` per site, its Kafka supervisor ingesting the site's
 //!   mirrored `clicks` topic into the datasource `clicks`;
-//! - the real coordinator (drift poller every 2 s) and two real workers, in-process, on
-//!   loopback; each worker serves `/metrics` on its own free port;
+//! - two regions, each with its own control plane ([`region`]): `eu` feeds site-a and `us`
+//!   feeds site-b; each runs the real coordinator (drift poller every 2 s, its own state
+//!   folder) and one real worker of its region, in-process, on loopback; each worker serves
+//!   `/metrics` on its own free port;
 //! - a load generator ([`load`]): a backfill over past hours, then bursts separated by quiet
 //!   periods (so drift reaches `in_sync` between them), and files dropped for the objects flow.
 //!
-//! It prints where to look, replication progress, one line per drift poll (read from the
-//! coordinator's `/api/v1/drift`, see [`view`]), then injects a fault (site-b's Druid loses
-//! the rows of one past hour) and prints when the drift engine reports it. At `--duration` or
-//! on Ctrl-C / SIGTERM it stops the load, the workers (which leave), the coordinator and the
-//! emulators, in that order, joins them, and exits 0 (the in-process Kafka clusters go with
-//! the process).
+//! It prints where to look, replication progress, one line per drift poll (read from region
+//! eu's coordinator's `/api/v1/drift`, see [`view`]), then injects a fault (site-b's Druid
+//! loses the rows of one past hour) and prints when the drift engine reports it. Then region
+//! us goes dark ([`outage`]): its coordinator and worker stop while the load keeps producing;
+//! it prints that eu keeps mirroring into site-a, that eu's coordinator reports us unreachable
+//! (`/api/v1/regions`), that us is back (same addresses and state folder) and when site-b has
+//! caught up. At `--duration` or on Ctrl-C / SIGTERM it stops the load, the workers (which
+//! leave), the coordinators and the emulators, in that order, joins them, and exits 0 (the
+//! in-process Kafka clusters go with the process).
 //!
-//! The stdout lines `drift: <datasource> <verdict> ...`, `fault injected: ...`,
-//! `fault detected: <datasource> diverged ... site-b ...` and `demo finished`, and the
-//! `--endpoints-file` JSON, are a contract: tests and other tools read them.
+//! The stdout lines `drift: <datasource> <verdict> ...`, `replication: ...`,
+//! `fault injected: ...`, `fault detected: <datasource> diverged ... site-b ...`,
+//! `region outage: us ...`, `region eu keeps flowing: site-a +N records ...`,
+//! `region outage reported: eu sees us unreachable since ...` (or, from a coordinator without
+//! the peer view, `note: region outage not reported: ...`), `region back: us ...`,
+//! `region back reported: eu sees us ok again ...`,
+//! `region caught up: us, site-b mirrored everything produced (N records) Xs after its return`,
+//! the `summary: ...` lines and the final `demo finished`, and the `--endpoints-file` JSON,
+//! are a contract: tests and other tools read them.
 
 mod load;
+mod outage;
+mod region;
 mod view;
 
 use anyhow::{Context, Result};
+use lockstep_config::Config;
 use lockstep_coordinator::CoordinatorError;
 use lockstep_sim::{Emulator, EmulatorConfig};
-use lockstep_workers::metrics::WorkerMetrics;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use region::RegionPlane;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +55,12 @@ use tokio_util::sync::CancellationToken;
 
 const DEMO_CONFIG: &str = include_str!("demo.toml");
 const SITES: [&str; 2] = ["site-a", "site-b"];
+/// The regions, each with the site it feeds and its worker, in the order of [`SITES`]. The
+/// first one's coordinator is the one the demo reads (and serves on --http-listen).
+const REGIONS: [(&str, &str, &str); 2] = [
+    ("eu", "site-a", "eu-worker-1"),
+    ("us", "site-b", "us-worker-1"),
+];
 /// The Kafka flow, its topic and its datasource share this name.
 const CLICKS: &str = "clicks";
 const PARTITIONS: i32 = 4;
@@ -54,29 +74,60 @@ pub struct DemoArgs {
     /// How long to run (e.g. 60s, 5m); Ctrl-C or SIGTERM stops it earlier.
     #[arg(long, default_value = "60s", value_parser = crate::humantime_duration)]
     pub duration: Duration,
-    /// The coordinator's HTTP address (status page `/`, `/api/v1/...`, `/metrics`). When the
-    /// port is taken, a free port is used instead, and printed.
+    /// Region eu's coordinator's HTTP address (status page `/`, `/api/v1/...`, `/metrics`);
+    /// region us's listens on a free port. When the port is taken, a free port is used
+    /// instead, and printed.
     #[arg(long, default_value = "127.0.0.1:7401")]
     pub http_listen: SocketAddr,
     /// When to inject the fault (site-b's Druid loses the rows of one past hour). Default: as
     /// soon as drift is in_sync after a burst of load has been caught up, at the latest after
-    /// half of --duration.
+    /// half of --duration. Region us's outage follows the fault's detection.
     #[arg(long, value_parser = crate::humantime_duration)]
     pub fault_after: Option<Duration>,
     /// Once everything listens, write the addresses here as JSON (atomically):
-    /// {"coordinator_http", "coordinator_grpc", "worker_metrics": [..], "druid": {"site-a",
-    /// "site-b"}, "fault": {"site", "datasource"}}.
+    /// {"coordinator_http", "coordinator_grpc" (region eu's), "worker_metrics": [every
+    /// worker's], "regions": {"eu": {"coordinator_http", "coordinator_grpc", "sites",
+    /// "worker_metrics"}, "us": {..}}, "druid": {"site-a", "site-b"}, "fault": {"site",
+    /// "datasource"}, "outage": {"region"}}.
     #[arg(long)]
     pub endpoints_file: Option<PathBuf>,
 }
 
 type Mock = MockCluster<'static, DefaultProducerContext>;
 
-/// A worker the demo runs: where its metrics are served, its metrics handle, its task.
-struct DemoWorker {
-    metrics_addr: SocketAddr,
-    metrics: WorkerMetrics,
-    task: tokio::task::JoinHandle<Result<()>>,
+/// What the demo's config needs filled in besides the addresses of each coordinator.
+struct Placeholders {
+    state_dir: String,
+    kafka_source: String,
+    kafka_sites: [String; 2],
+    druid_sites: [String; 2],
+    /// Every region's coordinator gRPC address, in the order of [`REGIONS`].
+    grpc: [SocketAddr; 2],
+}
+
+impl Placeholders {
+    /// The demo's config, selected for `region`, listening on that region's gRPC address
+    /// and on `http`.
+    fn config(&self, region: usize, http: SocketAddr) -> Result<Config> {
+        let text = DEMO_CONFIG
+            .replace("@STATE_DIR@", &self.state_dir)
+            .replace("@GRPC_LISTEN@", &self.grpc[region].to_string())
+            .replace("@HTTP_LISTEN@", &http.to_string())
+            .replace("@GRPC_EU@", &self.grpc[0].to_string())
+            .replace("@GRPC_US@", &self.grpc[1].to_string())
+            .replace("@KAFKA_SOURCE@", &self.kafka_source)
+            .replace("@KAFKA_SITE_A@", &self.kafka_sites[0])
+            .replace("@KAFKA_SITE_B@", &self.kafka_sites[1])
+            .replace("@DRUID_SITE_A@", &self.druid_sites[0])
+            .replace("@DRUID_SITE_B@", &self.druid_sites[1]);
+        // No environment: the built-in config means the same everywhere.
+        let mut config = lockstep_config::parse(&text, "demo.toml (built in)", None, &|_| None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        config
+            .select_region(Some(REGIONS[region].0))
+            .map_err(|e| anyhow::anyhow!("demo.toml (built in): {e}"))?;
+        Ok(config)
+    }
 }
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -87,7 +138,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         .tempdir()
         .context("cannot create a temporary folder for the demo's state and stores")?;
     let root = dir.path().to_path_buf();
-    for sub in ["coordinator", "landing/dumps", "site-a", "site-b"] {
+    for sub in ["state-eu", "state-us", "landing/dumps", "site-a", "site-b"] {
         std::fs::create_dir_all(root.join(sub))
             .with_context(|| format!("cannot create {}", root.join(sub).display()))?;
     }
@@ -135,132 +186,35 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let producer = load::producer(&source.bootstrap_servers())?;
     load::backfill(&producer, &plan, &counters).await?;
 
-    // The coordinator, on the requested HTTP address or a free one.
-    let config_for = |http: SocketAddr| {
-        let text = DEMO_CONFIG
-            .replace("@STATE_DIR@", &root.to_string_lossy())
-            .replace("@HTTP_LISTEN@", &http.to_string())
-            .replace("@KAFKA_SOURCE@", &source.bootstrap_servers())
-            .replace("@KAFKA_SITE_A@", &site_kafka[0].bootstrap_servers())
-            .replace("@KAFKA_SITE_B@", &site_kafka[1].bootstrap_servers())
-            .replace("@DRUID_SITE_A@", &emulators[0].url())
-            .replace("@DRUID_SITE_B@", &emulators[1].url());
-        // No environment: the built-in config means the same everywhere.
-        lockstep_config::parse(&text, "demo.toml (built in)", None, &|_| None)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+    // The two regions: each its coordinator, then its worker.
+    let placeholders = Placeholders {
+        state_dir: root.to_string_lossy().into_owned(),
+        kafka_source: source.bootstrap_servers(),
+        kafka_sites: [
+            site_kafka[0].bootstrap_servers(),
+            site_kafka[1].bootstrap_servers(),
+        ],
+        druid_sites: [emulators[0].url(), emulators[1].url()],
+        grpc: [free_loopback_port()?, free_loopback_port()?],
     };
-    let coordinator_stop = CancellationToken::new();
-    let (bound, coordinator) =
-        match lockstep_coordinator::start(config_for(args.http_listen)?, coordinator_stop.clone())
-            .await
-        {
-            Ok(started) => started,
-            Err(CoordinatorError::Bind {
-                what: "HTTP",
-                addr,
-                source,
-            }) if source.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
-                let free = SocketAddr::new(addr.ip(), 0);
-                let started =
-                    lockstep_coordinator::start(config_for(free)?, coordinator_stop.clone())
-                        .await?;
-                println!(
-                    "note: {addr} is taken; the coordinator's HTTP listens on {} instead",
-                    started.0.http
-                );
-                started
-            }
-            Err(e) => return Err(e.into()),
-        };
-    let coordinator_task = tokio::spawn(coordinator);
-
-    // Two workers, each with its metrics on a free loopback port.
-    let workers_stop = CancellationToken::new();
-    let mut workers: Vec<DemoWorker> = Vec::new();
-    for id in ["demo-worker-1", "demo-worker-2"] {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .context("cannot listen on a loopback port for worker metrics")?;
-        let metrics_addr = listener.local_addr()?;
-        let metrics = WorkerMetrics::new();
-        let worker_args = crate::WorkerArgs {
-            coordinator: format!("http://{}", bound.grpc),
-            id: Some(id.to_string()),
-            region: None,
-            // Three tasks each (2 Kafka slots + 1 objects shard per site = 6 tasks): the
-            // first worker to join does not take everything only to hand half of it over.
-            capacity: 3,
-            capabilities: Vec::new(),
-            metrics_listen: Some(metrics_addr),
-            stop_timeout: Duration::from_secs(10),
-            tls: Default::default(),
-        };
-        let task = tokio::spawn(crate::run_worker_with(
-            worker_args,
-            metrics.clone(),
-            Some(listener),
-            workers_stop.clone(),
-        ));
-        workers.push(DemoWorker {
-            metrics_addr,
-            metrics,
-            task,
-        });
-    }
+    let mut planes = start_regions(&placeholders, args.http_listen).await?;
 
     if let Some(path) = &args.endpoints_file {
-        let json = serde_json::json!({
-            "coordinator_http": bound.http.to_string(),
-            "coordinator_grpc": bound.grpc.to_string(),
-            "worker_metrics": workers.iter().map(|w| w.metrics_addr.to_string()).collect::<Vec<_>>(),
-            "druid": { "site-a": emulators[0].url(), "site-b": emulators[1].url() },
-            "fault": { "site": FAULT_SITE, "datasource": CLICKS },
-        });
-        write_atomically(path, &serde_json::to_vec_pretty(&json)?)?;
+        write_atomically(
+            path,
+            &serde_json::to_vec_pretty(&endpoints(&planes, &emulators))?,
+        )?;
     }
 
-    println!(
-        "lockstep demo: the whole system in one process, for {} (Ctrl-C stops it earlier)",
-        humantime::format_duration(args.duration)
+    print_header(
+        &args,
+        &planes,
+        &emulators,
+        &source,
+        &site_kafka,
+        &root,
+        fault_hour,
     );
-    println!("  status page          http://{}/", bound.http);
-    println!("  drift report         http://{}/api/v1/drift", bound.http);
-    println!(
-        "  coordinator metrics  http://{}/metrics   (gRPC {})",
-        bound.http, bound.grpc
-    );
-    for (i, w) in workers.iter().enumerate() {
-        println!(
-            "  worker {} metrics     http://{}/metrics",
-            i + 1,
-            w.metrics_addr
-        );
-    }
-    for (site, emu) in SITES.iter().zip(&emulators) {
-        println!(
-            "  {site} Druid         {} (emulated Router; try /druid/v2/sql)",
-            emu.url()
-        );
-    }
-    println!(
-        "  Kafka (in-process)   source {}, site-a {}, site-b {}; topic {CLICKS}, {PARTITIONS} partitions",
-        source.bootstrap_servers(),
-        site_kafka[0].bootstrap_servers(),
-        site_kafka[1].bootstrap_servers()
-    );
-    println!("  object stores        {}/{{landing,site-a,site-b}} (flow dumps: landing/dumps/ -> each site)", root.display());
-    println!(
-        "  the fault            {FAULT_SITE} will lose the {CLICKS} rows of the hour {}",
-        lockstep_drift::druid::format_time(fault_hour)
-    );
-    if let Some(f) = args.fault_after.filter(|f| *f >= args.duration) {
-        println!(
-            "note: --fault-after {} is not within --duration: no fault this time",
-            humantime::format_duration(f)
-        );
-    }
-    println!();
-
     println!(
         "load: backfilled {} rows with timestamps from {} to {} into the source topic {CLICKS}; \
          then bursts of {} rows every {}s with quiet periods, and a file into landing/dumps/ every {}s",
@@ -282,12 +236,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         load_stop.clone(),
     ));
 
-    // Watch: drift polls, progress, the fault.
+    // Watch: drift polls, progress, the fault, the outage.
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .context("cannot build an HTTP client")?;
-    let drift_url = format!("http://{}/api/v1/drift", bound.http);
+    let drift_url = format!("http://{}/api/v1/drift", planes[0].bound.http);
     let deadline = started + args.duration;
     let fault_due = started + args.fault_after.unwrap_or(args.duration / 2);
     let mut drift_tick = tokio::time::interval(Duration::from_millis(300));
@@ -301,11 +255,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     // When: monotonic, since the start, epoch ms.
     let mut injected: Option<(Instant, Duration, i64)> = None;
     let mut detected: Option<Duration> = None;
+    let mut outage = outage::Outage::new();
     let mut load_done = false;
     let mut failure: Option<anyhow::Error> = None;
-    let progress = |elapsed: Duration| {
-        replication_line(&counters, &workers, &emulators, &root, elapsed);
-    };
     loop {
         tokio::select! {
             _ = signals.cancelled() => {
@@ -322,9 +274,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                 }
             }
             _ = progress_tick.tick() => {
-                progress(started.elapsed());
-                if let Some(i) = workers.iter().position(|w| w.task.is_finished()) {
-                    failure = Some(anyhow::anyhow!("demo-worker-{} stopped unexpectedly", i + 1));
+                replication_line(&counters, &planes, &emulators, &root, started.elapsed());
+                if let Some(id) = planes.iter().find_map(|p| p.ended_worker()) {
+                    failure = Some(anyhow::anyhow!("worker {id} stopped unexpectedly"));
                     break;
                 }
             }
@@ -401,12 +353,24 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                         if first_in_sync.is_none() { " (drift has not been in_sync yet)" } else { "" }
                     );
                 }
+                let step = outage.step(outage::Cx {
+                    planes: &mut planes,
+                    counters: &counters,
+                    http: &http,
+                    started,
+                    deadline,
+                    fault_detected: detected.is_some(),
+                });
+                if let Err(e) = step.await {
+                    failure = Some(e);
+                    break;
+                }
             }
         }
     }
 
     // Stop everything, in order, and join it all.
-    println!("stopping: load, workers (they leave), coordinator, Druid emulators");
+    println!("stopping: load, workers (they leave), coordinators, Druid emulators");
     load_stop.cancel();
     if !load_done {
         match load_task.await {
@@ -419,27 +383,15 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             }
         }
     }
-    progress(started.elapsed());
-    workers_stop.cancel();
-    for (i, w) in workers.into_iter().enumerate() {
-        match w.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                failure.get_or_insert(e.context(format!("demo-worker-{} failed", i + 1)));
-            }
-            Err(e) => {
-                failure.get_or_insert(anyhow::anyhow!("demo-worker-{} panicked: {e}", i + 1));
-            }
+    replication_line(&counters, &planes, &emulators, &root, started.elapsed());
+    for plane in &mut planes {
+        if let Err(e) = plane.stop_workers().await {
+            failure.get_or_insert(e);
         }
     }
-    coordinator_stop.cancel();
-    match coordinator_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            failure.get_or_insert(anyhow::Error::new(e).context("the coordinator failed"));
-        }
-        Err(e) => {
-            failure.get_or_insert(anyhow::anyhow!("the coordinator panicked: {e}"));
+    for plane in &mut planes {
+        if let Err(e) = plane.stop_coordinator().await {
+            failure.get_or_insert(e);
         }
     }
     for emu in emulators {
@@ -470,12 +422,181 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         ),
         (None, _) => println!("summary: no fault injected"),
     }
+    println!("{}", outage.summary(&planes));
     if let Some(e) = failure {
         return Err(e);
     }
     drop(dir);
     println!("demo finished");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts every region's coordinator, then its worker. Region eu's coordinator listens on
+/// `http_listen`, or on a free port when that one is taken (said in a `note:` line); the
+/// others on free ports.
+async fn start_regions(p: &Placeholders, http_listen: SocketAddr) -> Result<Vec<RegionPlane>> {
+    let mut planes = Vec::new();
+    for (i, (name, site, _)) in REGIONS.iter().enumerate() {
+        let http = if i == 0 {
+            http_listen
+        } else {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        };
+        let plane = match RegionPlane::start(name, site, p.config(i, http)?).await {
+            Ok(plane) => plane,
+            Err(CoordinatorError::Bind {
+                what: "HTTP",
+                addr,
+                source,
+            }) if source.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
+                let free = SocketAddr::new(addr.ip(), 0);
+                let plane = RegionPlane::start(name, site, p.config(i, free)?).await?;
+                println!(
+                    "note: {addr} is taken; region {name}'s coordinator's HTTP listens on {} instead",
+                    plane.bound.http
+                );
+                plane
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("region {name}'s coordinator cannot start")))
+            }
+        };
+        planes.push(plane);
+    }
+    for (plane, (_, _, worker)) in planes.iter_mut().zip(REGIONS) {
+        plane.add_worker(worker).await?;
+    }
+    Ok(planes)
+}
+
+/// A loopback address with a port free now: for the coordinators' gRPC, which the config
+/// must name (every region lists its coordinators) before any of them starts.
+fn free_loopback_port() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .context("cannot find a free loopback port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// The `--endpoints-file` JSON: region eu's coordinator at the top level (as before regions),
+/// every worker's metrics, and each region's addresses.
+fn endpoints(planes: &[RegionPlane], emulators: &[Emulator]) -> serde_json::Value {
+    let metrics = |p: &RegionPlane| -> Vec<String> {
+        p.workers
+            .iter()
+            .map(|w| w.metrics_addr.to_string())
+            .collect()
+    };
+    let regions: serde_json::Map<String, serde_json::Value> = planes
+        .iter()
+        .map(|p| {
+            (
+                p.name.to_string(),
+                serde_json::json!({
+                    "coordinator_http": p.bound.http.to_string(),
+                    "coordinator_grpc": p.bound.grpc.to_string(),
+                    "sites": [p.site],
+                    "worker_metrics": metrics(p),
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "coordinator_http": planes[0].bound.http.to_string(),
+        "coordinator_grpc": planes[0].bound.grpc.to_string(),
+        "worker_metrics": planes.iter().flat_map(metrics).collect::<Vec<_>>(),
+        "regions": regions,
+        "druid": { "site-a": emulators[0].url(), "site-b": emulators[1].url() },
+        "fault": { "site": FAULT_SITE, "datasource": CLICKS },
+        "outage": { "region": planes[outage::DOWN].name },
+    })
+}
+
+/// Where to look, and what will happen.
+fn print_header(
+    args: &DemoArgs,
+    planes: &[RegionPlane],
+    emulators: &[Emulator],
+    source: &Mock,
+    site_kafka: &[Mock; 2],
+    root: &Path,
+    fault_hour: i64,
+) {
+    let first = &planes[0];
+    println!(
+        "lockstep demo: the whole system in one process, two regions, for {} (Ctrl-C stops it earlier)",
+        humantime::format_duration(args.duration)
+    );
+    println!(
+        "  status page          http://{}/   (region {})",
+        first.bound.http, first.name
+    );
+    println!(
+        "  drift report         http://{}/api/v1/drift",
+        first.bound.http
+    );
+    println!(
+        "  regions view         http://{}/api/v1/regions",
+        first.bound.http
+    );
+    for p in planes {
+        println!(
+            "  region {:<13} feeds {}; coordinator http://{}/ (gRPC {}), state {}/state-{}",
+            p.name,
+            p.site,
+            p.bound.http,
+            p.bound.grpc,
+            root.display(),
+            p.name
+        );
+    }
+    for p in planes {
+        println!(
+            "  coordinator metrics  http://{}/metrics   (region {})",
+            p.bound.http, p.name
+        );
+    }
+    let workers = planes
+        .iter()
+        .flat_map(|p| p.workers.iter().map(move |w| (p, w)));
+    for (i, (p, w)) in workers.enumerate() {
+        println!(
+            "  worker {} metrics     http://{}/metrics   ({}: region {}, feeds {})",
+            i + 1,
+            w.metrics_addr,
+            w.id,
+            p.name,
+            p.site
+        );
+    }
+    for (site, emu) in SITES.iter().zip(emulators) {
+        println!(
+            "  {site} Druid         {} (emulated Router; try /druid/v2/sql)",
+            emu.url()
+        );
+    }
+    println!(
+        "  Kafka (in-process)   source {}, site-a {}, site-b {}; topic {CLICKS}, {PARTITIONS} partitions",
+        source.bootstrap_servers(),
+        site_kafka[0].bootstrap_servers(),
+        site_kafka[1].bootstrap_servers()
+    );
+    println!("  object stores        {}/{{landing,site-a,site-b}} (flow dumps: landing/dumps/ -> each site)", root.display());
+    println!(
+        "  the fault            {FAULT_SITE} will lose the {CLICKS} rows of the hour {}",
+        lockstep_drift::druid::format_time(fault_hour)
+    );
+    println!(
+        "  the outage           region {} (its coordinator and worker) goes dark once the fault is detected, then comes back",
+        planes[outage::DOWN].name
+    );
+    if let Some(f) = args.fault_after.filter(|f| *f >= args.duration) {
+        println!(
+            "note: --fault-after {} is not within --duration: no fault this time",
+            humantime::format_duration(f)
+        );
+    }
+    println!();
 }
 
 fn mock_cluster(name: &str) -> Result<Mock> {
@@ -551,7 +672,7 @@ async fn fetch_drift(http: &reqwest::Client, url: &str) -> Option<view::Report> 
 /// rows in each site's Druid, and files landed and copied.
 fn replication_line(
     counters: &load::Counters,
-    workers: &[DemoWorker],
+    planes: &[RegionPlane],
     emulators: &[Emulator],
     root: &Path,
     elapsed: Duration,
@@ -563,7 +684,7 @@ fn replication_line(
     for (site, emu) in SITES.iter().zip(emulators) {
         line.push_str(&format!(
             " | {site} mirrored {}, Druid {} rows",
-            mirrored(workers, site),
+            mirrored(planes, site),
             emu.row_count(CLICKS)
         ));
     }
@@ -580,11 +701,13 @@ fn replication_line(
     println!("{line}  [{:.1}s]", elapsed.as_secs_f64());
 }
 
-/// Records of the Kafka flow mirrored into `site`, over every worker (read without creating
-/// series that a worker does not have).
-fn mirrored(workers: &[DemoWorker], site: &str) -> u64 {
-    workers
+/// Records of the Kafka flow mirrored into `site`, over every worker of every region, running
+/// or not (their metrics handles outlive a stop; read without creating series that a worker
+/// does not have).
+fn mirrored(planes: &[RegionPlane], site: &str) -> u64 {
+    planes
         .iter()
+        .flat_map(|p| &p.workers)
         .flat_map(|w| w.metrics.registry.gather())
         .filter(|f| f.name() == "lockstep_mirror_records_total")
         .flat_map(|f| {

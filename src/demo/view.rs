@@ -1,6 +1,7 @@
-//! What the demo prints about drift: the coordinator's `/api/v1/drift` report (read over HTTP,
-//! as any client would) turned into one compact line per datasource and poll, and the test
-//! for "the injected fault is detected". Only the fields shown are read; the API may add more.
+//! What the demo reads from a coordinator over HTTP, as any client would: its `/api/v1/drift`
+//! report, turned into one compact line per datasource and poll, with the test for "the
+//! injected fault is detected"; and its `/api/v1/regions` peer view, with the test for "this
+//! region is seen unreachable". Only the fields used are read; the APIs may add more.
 
 use serde::Deserialize;
 
@@ -75,6 +76,41 @@ pub fn divergence_at<'a>(ds: &'a Datasource, site: &str) -> Option<&'a Bucket> {
         .find(|b| b.sites.iter().any(|s| s == site))
 }
 
+/// A coordinator's view of every region (`/api/v1/regions`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Regions {
+    /// The answering coordinator's own region.
+    pub region: String,
+    pub regions: Vec<PeerRegion>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerRegion {
+    pub region: String,
+    /// `ok`, `unreachable` or `unknown`.
+    pub state: String,
+    #[serde(default)]
+    pub unreachable_since: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Regions {
+    /// `region`'s entry when the view has it unreachable.
+    pub fn unreachable(&self, region: &str) -> Option<&PeerRegion> {
+        self.regions
+            .iter()
+            .find(|r| r.region == region && r.state == "unreachable")
+    }
+
+    /// Whether the view has `region` answering again.
+    pub fn ok(&self, region: &str) -> bool {
+        self.regions
+            .iter()
+            .any(|r| r.region == region && r.state == "ok")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +161,35 @@ mod tests {
         );
         assert!(divergence_at(ds, "site-a").is_none());
         assert!(line(ds).contains("site-b unreadable: site site-b: Druid unreachable"));
+    }
+
+    #[test]
+    fn regions_view_tells_unreachable_from_ok() {
+        let v: Regions = serde_json::from_value(serde_json::json!({
+            "region": "eu",
+            "regions": [
+                {"region": "eu", "state": "ok", "self": true, "unreachable_since": null,
+                 "error": null, "workers_alive": 1, "tasks_total": 3},
+                {"region": "us", "state": "unreachable", "self": false,
+                 "unreachable_since": "2026-01-01T00:00:01.000Z",
+                 "error": "connection refused", "workers_alive": null}
+            ]
+        }))
+        .expect("regions");
+        assert_eq!(v.region, "eu");
+        let us = v.unreachable("us").expect("us unreachable");
+        assert_eq!(
+            us.unreachable_since.as_deref(),
+            Some("2026-01-01T00:00:01.000Z")
+        );
+        assert_eq!(us.error.as_deref(), Some("connection refused"));
+        assert!(v.unreachable("eu").is_none());
+        assert!(v.ok("eu") && !v.ok("us"));
+        // Fields the demo does not read may be missing.
+        let bare: Regions = serde_json::from_value(serde_json::json!({
+            "region": "eu", "regions": [{"region": "us", "state": "unknown"}]
+        }))
+        .expect("bare");
+        assert!(bare.unreachable("us").is_none() && !bare.ok("us"));
     }
 }
