@@ -161,7 +161,7 @@ async fn an_idle_connection_flood_stays_at_the_cap_while_healthz_and_heartbeats_
         assert!(
             counter(&cluster.http, &closed(listener, "header_timeout")) > 0.0,
             "{listener}: nothing closed for its headers; {}",
-            http_get(&cluster.http, "/metrics")
+            common::metrics_get(&cluster.http)
                 .map(|(_, m)| m)
                 .unwrap_or_default()
                 .lines()

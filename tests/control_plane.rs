@@ -100,7 +100,7 @@ async fn assignment_spreads_fails_over_and_survives_restarts() {
     assert_eq!(later, after_join, "still the same one lease later");
     // And the workers were answered all along: the restarted coordinator's first write (its
     // takeover fence) covers the steady heartbeats, which change nothing and so write nothing.
-    let (_, metrics) = http_get(&cluster.http, "/metrics").expect("metrics");
+    let (_, metrics) = common::metrics_get(&cluster.http).expect("metrics");
     let answered = |code: &str| {
         metrics
             .lines()
@@ -241,7 +241,7 @@ async fn stale_and_unknown_generations_are_refused() {
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);
 
     // Refusals are counted in the metrics.
-    let (code, body) = http_get(&cluster.http, "/metrics").expect("metrics");
+    let (code, body) = common::metrics_get(&cluster.http).expect("metrics");
     assert_eq!(code, 200);
     assert!(
         body.lines()

@@ -134,7 +134,7 @@ async fn drift_check_in_sync_lagging_diverged_unknown() {
             .unwrap_or(false)
     })
     .await;
-    let (_, metrics) = http_get(&cluster.http, "/metrics").expect("metrics");
+    let (_, metrics) = common::metrics_get(&cluster.http).expect("metrics");
     assert!(
         metrics.contains("lockstep_drift_verdict{datasource=\"clicks\",verdict=\"in_sync\"} 1"),
         "{metrics}"

@@ -288,7 +288,7 @@ client_ca_file = "{ca_file}"
         !ok,
         "the CLI without a client certificate got through: {err}"
     );
-    let (_, metrics) = http_get(&cluster.http, "/metrics").unwrap();
+    let (_, metrics) = common::metrics_get(&cluster.http).unwrap();
     let failures = metrics
         .lines()
         .find(|l| l.starts_with("lockstep_coordinator_tls_handshake_failures_total"))
@@ -568,9 +568,9 @@ async fn admin_calls_need_the_token() {
     assert!(body.contains("<h2>Task assignment</h2>"), "{body}");
     assert!(!body.contains(TOKEN), "the page never shows the token");
     assert_eq!(http_get(http, "/api/v1/errors").unwrap().0, 401);
-    assert_eq!(http_get(http, "/metrics").unwrap().0, 200);
+    assert_eq!(common::metrics_get(http).unwrap().0, 200);
     assert_eq!(http_get(http, "/healthz").unwrap().0, 200);
-    let (_, metrics) = http_get(http, "/metrics").unwrap();
+    let (_, metrics) = common::metrics_get(http).unwrap();
     // The series exists from the start at 0 (label sets are initialised): count, not presence.
     assert!(
         sample(
@@ -1015,7 +1015,7 @@ async fn a_heartbeat_flood_from_one_client_does_not_starve_other_workers() {
     assert!(!log.contains("lease ran out"), "{log}");
     assert!(!log.contains("heartbeat refused"), "{log}");
     assert!(w1.lease_remaining_ms > 0);
-    let (_, metrics) = http_get(&cluster.http, "/metrics").unwrap();
+    let (_, metrics) = common::metrics_get(&cluster.http).unwrap();
     assert!(
         sample(
             &metrics,
@@ -1234,7 +1234,7 @@ client_ca_file = "{ca_file}"
         "{log}"
     );
     assert!(!log.contains(druid_password));
-    let (_, metrics) = http_get(&cluster.http, "/metrics").unwrap();
+    let (_, metrics) = common::metrics_get(&cluster.http).unwrap();
     assert!(
         sample(
             &metrics,
@@ -1315,7 +1315,7 @@ async fn hostile_worker_ids_are_refused_and_plaintext_stays_on_loopback() {
         log.contains("gRPC WITHOUT TLS"),
         "no warning about plaintext: {log}"
     );
-    let (_, metrics) = http_get(&cluster.http, "/metrics").unwrap();
+    let (_, metrics) = common::metrics_get(&cluster.http).unwrap();
     assert!(
         sample(
             &metrics,
@@ -1326,7 +1326,7 @@ async fn hostile_worker_ids_are_refused_and_plaintext_stays_on_loopback() {
     // Joins that change no assignment (nothing a "none" worker can run) write no state: a
     // flood of made-up ids costs the store nothing and heartbeats wait on no write.
     let writes = |m: &str| sample(m, "lockstep_coordinator_state_writes_total{result=\"ok\"}");
-    let (_, before) = http_get(&cluster.http, "/metrics").unwrap();
+    let (_, before) = common::metrics_get(&cluster.http).unwrap();
     for i in 0..20 {
         client
             .join(pb::JoinRequest {
@@ -1336,7 +1336,7 @@ async fn hostile_worker_ids_are_refused_and_plaintext_stays_on_loopback() {
             .await
             .expect("a well-formed join");
     }
-    let (_, after) = http_get(&cluster.http, "/metrics").unwrap();
+    let (_, after) = common::metrics_get(&cluster.http).unwrap();
     assert!(writes(&before) >= 1.0, "the first state write is counted");
     assert!(
         writes(&after) - writes(&before) < 3.0,

@@ -616,7 +616,7 @@ pub fn http_get_raw(base: &str, path: &str) -> std::io::Result<String> {
 /// The value of one series (`name` or `name{labels}`, exactly as exported) on a `/metrics`
 /// page, or None when absent or unreachable.
 pub fn metric(http: &str, series: &str) -> Option<f64> {
-    let (code, body) = http_get(http, "/metrics").ok()?;
+    let (code, body) = metrics_get(http).ok()?;
     if code != 200 {
         return None;
     }
@@ -624,6 +624,44 @@ pub fn metric(http: &str, series: &str) -> Option<f64> {
         let (name, value) = l.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok()).flatten()
     })
+}
+
+/// `GET /metrics`, with the constant `region` label (every coordinator series carries it,
+/// README, Metrics) taken out of each series, so that a test names a series as the catalog
+/// does: `lockstep_coordinator_leader`, `lockstep_drift_verdict{datasource="x",verdict="y"}`.
+/// tests/observability.rs checks the label itself on every series.
+pub fn metrics_get(base: &str) -> std::io::Result<(u16, String)> {
+    let (code, body) = http_get(base, "/metrics")?;
+    Ok((code, strip_region(&body)))
+}
+
+/// Exposition text without `region="..."` label pairs (and without a `{}` left empty).
+pub fn strip_region(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    for line in body.lines() {
+        let stripped = match (line.find('{'), line.rfind('}')) {
+            (Some(open), Some(close)) if !line.starts_with('#') && open < close => {
+                let labels: Vec<&str> = line[open + 1..close]
+                    .split(',')
+                    .filter(|l| !l.is_empty() && !l.starts_with("region="))
+                    .collect();
+                if labels.is_empty() {
+                    format!("{}{}", &line[..open], &line[close + 1..])
+                } else {
+                    format!(
+                        "{}{{{}}}{}",
+                        &line[..open],
+                        labels.join(","),
+                        &line[close + 1..]
+                    )
+                }
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(&stripped);
+        out.push('\n');
+    }
+    out
 }
 
 /// True when the coordinator at `http` says it is the leader (`lockstep_coordinator_leader 1`).
